@@ -1,0 +1,1 @@
+"""The broker: envelopes, routing, the transfer log, the agency client and audit."""

@@ -1,0 +1,54 @@
+"""Key pairs, key ids, key files, signatures, sealed boxes and signed notes.
+
+The only package of infoshare that imports PyNaCl.
+"""
+
+from keys._files import (
+    KeyKind,
+    PrivateKeyFile,
+    read_private_key,
+    write_private_key,
+    write_public_key,
+)
+from keys._note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, verify_note
+from keys._pairs import (
+    EncryptionKeyPair,
+    KeyId,
+    SigningKeyPair,
+    b64decode,
+    b64encode,
+    key_id,
+    parse_public_key_text,
+    public_key_text,
+    seal,
+    verify_signature,
+)
+from keys.errors import DecryptionError, KeyFileError, KeyFormatError, KeysError, NoteError
+
+__all__ = [
+    "Checkpoint",
+    "DecryptionError",
+    "EncryptionKeyPair",
+    "KeyFileError",
+    "KeyFormatError",
+    "KeyId",
+    "KeyKind",
+    "KeysError",
+    "NoteError",
+    "NoteSigner",
+    "NoteVerifier",
+    "PrivateKeyFile",
+    "SigningKeyPair",
+    "b64decode",
+    "b64encode",
+    "key_id",
+    "open_checkpoint",
+    "parse_public_key_text",
+    "public_key_text",
+    "read_private_key",
+    "seal",
+    "verify_note",
+    "verify_signature",
+    "write_private_key",
+    "write_public_key",
+]
