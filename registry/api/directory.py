@@ -1,0 +1,41 @@
+"""``/api/v1/directory``: the signed directory, current or at a version, and the versions."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from protocols.directory import format_time
+from registry.api.auth import READERS, require
+from registry.extension import current_store
+
+bp = Blueprint("api_directory", __name__, url_prefix="/api/v1/directory")
+
+
+def _signed(version: int | None) -> Response:
+    number, document = current_store().signed_directory_with_version(version)
+    # The bytes exactly as signed: clients verify what they receive.
+    response = Response(document, mimetype="application/json")
+    response.headers["X-Registry-Version"] = str(number)
+    return response
+
+
+@bp.get("")
+@require(*READERS)
+def current() -> Response:
+    return _signed(None)
+
+
+@bp.get("/<int:version>")
+@require(*READERS)
+def at_version(version: int) -> Response:
+    return _signed(version)
+
+
+@bp.get("/versions")
+@require(*READERS)
+def versions() -> Response:
+    return jsonify([
+        {"version": v.version, "created_at": format_time(v.created_at), "actor": v.actor,
+         "change": v.action}
+        for v in current_store().versions()
+    ])

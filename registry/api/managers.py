@@ -1,0 +1,21 @@
+"""``/api/v1/managers``: register a manager who may countersign for an organisation."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from registry.api import schemas
+from registry.api.auth import ADMINS, actor, require
+from registry.api.body import load_json
+from registry.extension import current_store
+
+bp = Blueprint("api_managers", __name__, url_prefix="/api/v1/managers")
+
+
+@bp.post("")
+@require(*ADMINS)
+def register() -> tuple[Response, int]:
+    body = load_json(schemas.NewManager)
+    version = current_store().register_manager(body["id"], body["org"], body["title"],
+                                               actor=actor())
+    return jsonify({"version": version, "manager": body["id"]}), 201

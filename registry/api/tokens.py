@@ -1,0 +1,45 @@
+"""``/api/v1/tokens``: list, create (the secret is shown once) and revoke API tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from protocols.directory import format_time
+from registry.api import schemas
+from registry.api.auth import ADMINS, actor, require
+from registry.api.body import load_json
+from registry.extension import current_store
+from registry.store import TokenInfo
+
+bp = Blueprint("api_tokens", __name__, url_prefix="/api/v1/tokens")
+
+
+def token_to_dict(t: TokenInfo) -> dict[str, Any]:
+    return {"id": t.id, "role": t.role, "label": t.label,
+            "created_at": format_time(t.created_at), "created_by": t.created_by,
+            "revoked_at": None if t.revoked_at is None else format_time(t.revoked_at),
+            "revoked_by": t.revoked_by}
+
+
+@bp.get("")
+@require(*ADMINS)
+def list_tokens() -> Response:
+    return jsonify([token_to_dict(t) for t in current_store().list_tokens()])
+
+
+@bp.post("")
+@require(*ADMINS)
+def create() -> tuple[Response, int]:
+    body = load_json(schemas.NewToken)
+    token_id, secret = current_store().create_token(body["role"], body["label"], actor=actor())
+    return jsonify({"id": token_id, "role": body["role"], "label": body["label"],
+                    "secret": secret}), 201
+
+
+@bp.post("/<token_id>/revoke")
+@require(*ADMINS)
+def revoke(token_id: str) -> Response:
+    current_store().revoke_token(token_id, actor=actor())
+    return jsonify({"id": token_id, "revoked": True})

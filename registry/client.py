@@ -1,0 +1,145 @@
+"""A small HTTP client of the registry, for the broker and agency clients.
+
+Trust comes from the pinned registry key, not from the connection: every
+directory is verified with :func:`protocols.directory.verify_directory`
+against ``pinned_key`` before it is returned, and the current directory may
+never go back to a version lower than one this client has already seen (a
+replayed old directory could bring back a revoked key). Standard library
+only (urllib).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from protocols.directory import parse_time, verify_directory
+from protocols.errors import DirectoryError
+from protocols.model import Directory
+from registry.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RegistryError,
+    RegistryUnavailable,
+    Throttled,
+    Unauthenticated,
+    UntrustedDirectory,
+)
+
+__all__ = ["RegistryClient", "RemoteVersion"]
+
+#: A directory of a large deployment is well under this; more is an attack or a bug.
+MAX_RESPONSE = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RemoteVersion:
+    version: int
+    created_at: datetime
+    actor: str
+    change: str
+
+
+class RegistryClient:
+    """Fetch and verify signed directories from a registry over HTTP(S)."""
+
+    def __init__(self, base_url: str, token: str, pinned_key: bytes, *,
+                 timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._pinned = bytes(pinned_key)
+        self._timeout = timeout
+        self._highest_seen = -1
+        self._lock = threading.Lock()
+
+    @property
+    def highest_seen(self) -> int:
+        """The highest directory version verified so far (-1 before the first)."""
+        return self._highest_seen
+
+    def _get(self, path: str) -> bytes:
+        request = urllib.request.Request(
+            self.base_url + "/api/v1" + path,
+            headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                body: bytes = response.read(MAX_RESPONSE + 1)
+        except urllib.error.HTTPError as e:
+            raise _translate(e) from e
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            # ValueError: a malformed base URL. The reason names no secret.
+            raise RegistryUnavailable(f"the registry at {self.base_url} cannot be reached: "
+                                      f"{getattr(e, 'reason', type(e).__name__)}") from e
+        if len(body) > MAX_RESPONSE:
+            raise RegistryUnavailable("the registry's answer is too large")
+        return body
+
+    def signed_directory(self, version: int | None = None) -> bytes:
+        """The signed directory document as served (not yet verified)."""
+        return self._get("/directory" if version is None else f"/directory/{int(version)}")
+
+    def directory(self, version: int | None = None) -> Directory:
+        """The verified directory, current or at ``version``.
+
+        Raises:
+            UntrustedDirectory: not signed by the pinned key, not the version asked
+                for, or (for the current one) lower than a version seen before.
+            RegistryUnavailable, Unauthenticated, Forbidden, NotFound, Throttled.
+        """
+        document = self.signed_directory(version)
+        try:
+            d = verify_directory(document, self._pinned)
+        except DirectoryError as e:
+            raise UntrustedDirectory(f"the registry's directory is not trusted: {e}") from e
+        if version is not None and d.version != version:
+            raise UntrustedDirectory(f"asked for version {version}, got {d.version}")
+        with self._lock:
+            if version is None and d.version < self._highest_seen:
+                raise UntrustedDirectory(
+                    f"the registry served version {d.version} as current after "
+                    f"{self._highest_seen}; refusing to go back")
+            self._highest_seen = max(self._highest_seen, d.version)
+        return d
+
+    def versions(self) -> list[RemoteVersion]:
+        """Every registry version with who made it and what it was."""
+        try:
+            rows: Any = json.loads(self._get("/directory/versions"))
+            return [RemoteVersion(version=int(r["version"]),
+                                  created_at=parse_time(r["created_at"]),
+                                  actor=str(r["actor"]), change=str(r["change"]))
+                    for r in rows]
+        except (ValueError, KeyError, TypeError) as e:
+            raise RegistryUnavailable("the registry's version list is malformed") from e
+
+
+_BY_STATUS: dict[int, type[RegistryError]] = {
+    401: Unauthenticated, 403: Forbidden, 404: NotFound, 409: Conflict, 422: Invalid,
+    400: Invalid,
+}
+
+
+def _translate(e: urllib.error.HTTPError) -> RegistryError:
+    try:
+        body = json.loads(e.read(64 * 1024))
+        message = str(body.get("message", "")) if isinstance(body, dict) else ""
+    except (ValueError, OSError):
+        message = ""
+    message = message or f"the registry answered HTTP {e.code}"
+    if e.code == 429:
+        try:
+            wait = int(e.headers.get("Retry-After", "60"))
+        except ValueError:
+            wait = 60
+        return Throttled(message, wait)
+    cls = _BY_STATUS.get(e.code)
+    if cls is not None:
+        return cls(message)
+    return RegistryUnavailable(f"the registry answered HTTP {e.code}: {message}")

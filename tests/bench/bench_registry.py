@@ -1,0 +1,147 @@
+"""Benchmark: read /api/v1/directory from a served registry under a short local load.
+
+Not run by CI. Builds a registry in a temporary data directory (the West
+Yorkshire protocol, two keys per unit, a few managers), serves it with
+gunicorn (or werkzeug, threaded) on 127.0.0.1, then reads the directory from
+a few client threads for a bounded number of requests and prints p50/p99
+latency and requests per second::
+
+    python tests/bench/bench_registry.py [--server gunicorn|werkzeug]
+        [--clients 4] [--requests 500] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from keys import EncryptionKeyPair, SigningKeyPair  # noqa: E402
+from registry.datadir import create_data_dir  # noqa: E402
+from registry.store import Store  # noqa: E402
+
+PASSPHRASE = "bench-passphrase"
+WY_FILE = ROOT / "protocols" / "definitions" / "west-yorkshire-iisp-2016.yaml"
+
+
+def build(data_dir: Path) -> str:
+    dd, key = create_data_dir(data_dir, PASSPHRASE.encode())
+    store = Store(dd.database_url, signing_key=key)
+    store.initialise(actor="bench")
+    store.load_protocol(WY_FILE.read_text("utf-8"), actor="bench")
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    for unit in store.directory().units():
+        store.register_key("unit", unit.address, "signing", SigningKeyPair.generate().public,
+                           start, actor="bench")
+        store.register_key("unit", unit.address, "encryption",
+                           EncryptionKeyPair.generate().public, start, actor="bench")
+    _, secret = store.create_token("agency", "bench", actor="bench")
+    store.close()
+    return secret
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(port: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("the registry did not start")
+
+
+def client(port: int, token: str, count: int, out: list[float], errors: list[int],
+           deadline: float) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Authorization": f"Bearer {token}"}
+    for _ in range(count):
+        if time.monotonic() > deadline:
+            break
+        t0 = time.perf_counter()
+        conn.request("GET", "/api/v1/directory", headers=headers)
+        response = conn.getresponse()
+        response.read()
+        out.append(time.perf_counter() - t0)
+        if response.status != 200:
+            errors.append(response.status)
+    conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", choices=["gunicorn", "werkzeug"], default="gunicorn")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=500, help="per client")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--max-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "registry"
+        token = build(data_dir)
+        port = free_port()
+        env = {**os.environ, "INFOSHARE_REGISTRY_PASSPHRASE": PASSPHRASE,
+               "PYTHONPATH": str(ROOT)}
+        if args.server == "gunicorn":
+            code = ("from pathlib import Path; from registry.serve import serve; "
+                    f"serve(Path({str(data_dir)!r}), host='127.0.0.1', port={port}, "
+                    f"workers={args.workers})")
+        else:
+            code = ("from werkzeug.serving import run_simple; "
+                    "from registry.app import create_app; "
+                    f"run_simple('127.0.0.1', {port}, "
+                    f"create_app({{'REGISTRY_DATA_DIR': {str(data_dir)!r}}}), threaded=True)")
+        server = subprocess.Popen([sys.executable, "-c", code], env=env,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            wait_for(port, time.monotonic() + 30)
+            # Warm up: every worker opens its database and parses once.
+            client(port, token, 20, [], [], time.monotonic() + 10)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/api/v1/directory", headers={"Authorization": f"Bearer {token}"})
+            size = len(conn.getresponse().read())
+            conn.close()
+            latencies: list[float] = []
+            errors: list[int] = []
+            deadline = time.monotonic() + args.max_seconds
+            threads = [threading.Thread(target=client,
+                                        args=(port, token, args.requests, latencies, errors,
+                                              deadline))
+                       for _ in range(args.clients)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - t0
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(f"server={args.server} workers={args.workers} clients={args.clients} "
+          f"requests={len(latencies)} errors={len(errors)}")
+    print(f"GET /api/v1/directory ({size} bytes): p50 {statistics.median(latencies) * 1000:.2f} ms,"
+          f" p99 {p99 * 1000:.2f} ms, {len(latencies) / elapsed:.0f} requests/s")
+
+
+if __name__ == "__main__":
+    main()

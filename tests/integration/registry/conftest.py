@@ -1,0 +1,100 @@
+"""Registry integration fixtures: stores on SQLite and PostgreSQL, a served registry.
+
+``database_url`` is parametrised, so every test that uses a store runs on a
+SQLite file and on a fresh PostgreSQL database (``postgres_url`` from
+tests/conftest.py). ``served`` runs the app on a real socket with werkzeug.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from werkzeug.serving import make_server
+
+_SHARED = Path(__file__).resolve().parents[2] / "unit" / "registry" / "registry_testing.py"
+
+
+def _load_shared() -> Any:
+    # One module object whether the unit conftest imported it first or not.
+    if "registry_testing" in sys.modules:
+        return sys.modules["registry_testing"]
+    spec = importlib.util.spec_from_file_location("registry_testing", _SHARED)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["registry_testing"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+shared = _load_shared()
+clock = shared.clock
+registry_key = shared.registry_key
+sqlite_url = shared.sqlite_url
+opened_stores = shared.opened_stores
+
+from keys import SigningKeyPair  # noqa: E402
+from registry.app import create_app  # noqa: E402
+from registry.store import Store  # noqa: E402
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    if request.param == "sqlite":
+        return sqlite_url
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def make_store(database_url: str, registry_key: SigningKeyPair, clock: Any,
+               opened_stores: list[Store]) -> Any:
+    return shared.make_store_factory(database_url, registry_key, clock, opened_stores)
+
+
+@pytest.fixture
+def store(make_store: Any) -> Store:
+    s: Store = make_store(initialise=True)
+    return s
+
+
+@dataclass
+class Served:
+    """A registry on a real socket, with its store, key and an admin token."""
+
+    url: str
+    app: Flask
+    store: Store
+    key: SigningKeyPair
+    admin: str
+    clock: Any
+
+
+@pytest.fixture
+def served(tmp_path: Path, clock: Any) -> Iterator[Served]:
+    key = SigningKeyPair.generate()
+    # Real time for versions (the client and pages show them); the throttle's
+    # clock is the fake one, so throttling is tested without waiting.
+    store = Store(f"sqlite:///{tmp_path / 'served.sqlite3'}", signing_key=key)
+    store.initialise(actor="test:init")
+    _, admin = store.create_token("admin", "test admin", actor="test:init")
+    app = create_app({"REGISTRY_STORE": store, "SECRET_KEY": "test-secret",
+                      "REGISTRY_THROTTLE_CLOCK": clock.monotonic})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield Served(url=f"http://127.0.0.1:{server.server_port}", app=app, store=store,
+                     key=key, admin=admin, clock=clock)
+    finally:
+        server.shutdown()
+        thread.join()
+        store.close()
