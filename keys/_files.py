@@ -110,6 +110,8 @@ def read_private_key(path: Path, passphrase: bytes) -> PrivateKeyFile:
         raise KeyFileError(f"{path}: mode {mode:04o} lets others read it; chmod 600 it")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict):
+            raise KeyFileError(f"{path}: not an infoshare private key file")
         if doc.get("format") != FILE_FORMAT or doc.get("kind") not in ("signing", "encryption"):
             raise KeyFileError(f"{path}: not an infoshare private key file")
         kdf = doc["kdf"]
@@ -121,7 +123,9 @@ def read_private_key(path: Path, passphrase: bytes) -> PrivateKeyFile:
         public = b64decode(doc["public"])
     except nacl.exceptions.CryptoError as e:
         raise KeyFileError(f"{path}: wrong passphrase or damaged file") from e
-    except (KeyError, TypeError, ValueError, KeyFormatError) as e:
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot read ({e.strerror})") from e
+    except (AttributeError, KeyError, TypeError, ValueError, KeyFormatError) as e:
         raise KeyFileError(f"{path}: damaged key file") from e
     kind: KeyKind = doc["kind"]
     pair_public = (

@@ -47,7 +47,8 @@ class NoteVerifier:
         Raises:
             NoteError: not of the form above, not Ed25519, or the hash does not match.
         """
-        parts = line.strip().split("+")
+        # At most two splits: the base64 key itself may contain "+".
+        parts = line.strip().split("+", 2)
         if len(parts) != 3 or not _NAME.match(parts[0]):
             raise NoteError("a verifier key is name+hash+key")
         name, hash_hex, key_b64 = parts

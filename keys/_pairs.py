@@ -42,6 +42,10 @@ def b64decode(text: str) -> bytes:
     Raises:
         KeyFormatError: the text is not canonical padded base64.
     """
+    if not isinstance(text, str):
+        # Parsed JSON hands us whatever the document held; a number or null
+        # must be a format error, not an AttributeError further down.
+        raise KeyFormatError("base64 must be text")
     try:
         data = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError) as e:

@@ -51,7 +51,12 @@ def parse_time(text: str) -> datetime:
     """Parse ``YYYY-MM-DDTHH:MM:SSZ``; raises ValueError on anything else."""
     if not isinstance(text, str) or len(text) != 20 or not text.endswith("Z"):
         raise ValueError(f"not an RFC 3339 UTC time with whole seconds: {text!r}")
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    t = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    # strptime also takes forms such as "2016-04- 1T..."; only the one
+    # canonical text of each time is accepted.
+    if format_time(t) != text:
+        raise ValueError(f"not an RFC 3339 UTC time with whole seconds: {text!r}")
+    return t
 
 
 def _t(t: datetime | None) -> str | None:
@@ -183,7 +188,7 @@ def directory_from_dict(x: Json) -> Directory:
         )
     except DirectoryError:
         raise
-    except (KeyError, TypeError, ValueError, KeyFormatError) as e:
+    except (AttributeError, KeyError, TypeError, ValueError, KeyFormatError) as e:
         raise DirectoryError(f"malformed directory: {e!r}") from e
 
 
