@@ -1,0 +1,922 @@
+"""The agency client: send envelopes through the broker, receive and open what arrives.
+
+An :class:`AgencyClient` acts for one unit with that unit's AMQP user, keys
+and a state store (SQLite in ``state_dir``).
+
+Invariants:
+
+- **Refuse locally what the broker would refuse.** Before publishing, ``send``
+  runs ``protocols.policy.decide`` on the envelope it built, against the
+  current directory and a log view of what this unit has received, and
+  raises :class:`~broker.errors.LocalRefusal` with the broker's reason code.
+  Only check 4 (``duplicate``) cannot be known locally; every message gets a
+  fresh UUIDv4, which makes it moot.
+- **At least once out.** A publish is confirmed by RabbitMQ (publisher
+  confirms, ``mandatory``) or retried after a reconnect with backoff.
+  Publishing the same body again is safe: the broker recognises a redelivery
+  by message id and header hash and logs nothing new.
+- **Exactly once in.** For every envelope taken from the inbox: verify the
+  sender's signature against the directory, open the payload with this
+  unit's key, write the record atomically (temporary file, fsync, rename,
+  mode 0600), commit its message id to the state store, and only then ack.
+  A message id already accepted is acked and not written again, across
+  restarts, so no message is processed twice.
+- **Every opened message is acknowledged in writing.** The receipt (wire
+  spec 3.2) is built and stored in the state store's outbox in the same
+  transaction that accepts the message, and published after the ack; receipts
+  still in the outbox after a crash are published on the next run, with the
+  same bytes (so the broker sees a redelivery, not a second receipt).
+- **No personal data outside ``out_dir``.** The state store, logs and errors
+  hold codes and ids only; the record and the reasons go only into the
+  record file.
+- One AMQP connection per thread; the state store is opened per thread too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pika
+import pika.exceptions
+import pika.spec
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from broker.envelope import (
+    EnvelopeRefused,
+    Notice,
+    NoticeRefused,
+    ParsedEnvelope,
+    Payload,
+    PayloadRefused,
+    build_envelope,
+    open_payload,
+    parse_envelope,
+    parse_notice,
+    verify_sender_signature,
+)
+from broker.errors import (
+    ConnectionFailed,
+    InvalidMessage,
+    LocalRefusal,
+    PublishFailed,
+    StateError,
+)
+from broker.topology import SUBMIT, inbox_name
+from keys import EncryptionKeyPair, SigningKeyPair
+from protocols.directory import format_time, parse_time
+from protocols.model import (
+    Address,
+    Consent,
+    Directory,
+    Header,
+    Kind,
+    MessageId,
+    amqp_user,
+)
+from protocols.policy import LoggedMessage, decide
+from protocols.reasons import Reason
+
+__all__ = ["AgencyClient", "ReceiveStatus", "Received", "SentMessage", "StateStore"]
+
+log = logging.getLogger("infoshare.client")
+
+#: Messages taken from the inbox before they are acknowledged together.
+PREFETCH = 32
+PUBLISH_ATTEMPTS = 6
+CONNECT_ATTEMPTS = 6
+BACKOFF_FIRST = 0.25
+BACKOFF_MAX = 5.0
+HEARTBEAT = 30
+BLOCKED_TIMEOUT = 30.0
+RECEIPT_REASONS = "receipt: received and opened"
+
+ReceiveStatus = Literal["accepted", "rejected", "duplicate"]
+
+# receipt_sent in the received table.
+RECEIPT_PENDING = 0
+RECEIPT_SENT = 1
+RECEIPT_NONE = 2  # a receipt, or a rejected envelope: nothing to acknowledge
+RECEIPT_REFUSED = 3  # the broker would refuse the receipt (reason logged)
+
+# Connection errors that another attempt will not cure.
+_FATAL_CONNECT = (
+    pika.exceptions.ProbableAuthenticationError,
+    pika.exceptions.ProbableAccessDeniedError,
+    pika.exceptions.AuthenticationError,
+    pika.exceptions.IncompatibleProtocolError,
+)
+# Errors after which the connection (or channel) is to be dropped and opened again.
+_TRANSIENT = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.ChannelWrongStateError,
+    pika.exceptions.ChannelClosedByClient,
+    OSError,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    message_id: MessageId
+    header_sha256: str
+
+
+@dataclass(frozen=True)
+class Received:
+    """One envelope taken from the inbox.
+
+    ``message_id`` is ``sha256:<hex of the body>`` for a body whose header
+    could not be read. ``reason`` is a code when ``status`` is ``rejected``:
+    a wire spec reason (``malformed``, ``key_not_valid``, ``bad_signature``
+    ...), a payload problem (``undecryptable``, ``payload_mismatch``,
+    ``binding_mismatch``, ``category_not_permitted``) or ``misdelivered``.
+    ``path`` is the record file of an accepted envelope.
+    """
+
+    message_id: str
+    status: ReceiveStatus
+    reason: str | None
+    kind: str | None
+    sender: str | None
+    protocol: str | None
+    purpose: str | None
+    seq: int | None
+    path: Path | None
+
+
+# --- state store -----------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS received (
+    message_id TEXT PRIMARY KEY,
+    header_sha256 TEXT,
+    kind TEXT,
+    sender TEXT,
+    protocol TEXT,
+    purpose TEXT,
+    status TEXT NOT NULL CHECK (status IN ('accepted', 'rejected')),
+    reason TEXT,
+    receipt_sent INTEGER NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sent (
+    message_id TEXT PRIMARY KEY,
+    header_sha256 TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    in_reply_to TEXT,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notices (
+    message_id TEXT,
+    decision TEXT NOT NULL,
+    reason TEXT,
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notices_by_message ON notices (message_id);
+CREATE TABLE IF NOT EXISTS outbox (
+    message_id TEXT PRIMARY KEY,
+    in_reply_to TEXT NOT NULL,
+    header_sha256 TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """A receipt waiting in the outbox: its exact bytes and what the sent table needs."""
+
+    message_id: str
+    in_reply_to: str
+    header_sha256: str
+    recipient: str
+    protocol: str
+    purpose: str
+    body: bytes
+
+
+class StateStore:
+    """The client's SQLite state: what it received, sent, and was told (ids and codes only).
+
+    WAL with ``synchronous=FULL``: a committed row survives a power cut, which
+    is what lets the client ack after committing. One SQLite connection per
+    thread.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / "state.db"
+        self._local = threading.local()
+        try:
+            Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+            # executescript commits by itself; the statements are idempotent.
+            self._db().executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise StateError(f"{self.path}: cannot open the state store "
+                             f"({type(e).__name__})") from e
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=10000")
+            self._local.db = db
+        return db
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as e:
+            # SQLite's messages name tables and constraints, never values.
+            raise StateError(f"{self.path}: {type(e).__name__}: {e}") from e
+
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db().execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise StateError(f"{self.path}: {type(e).__name__}") from e
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # received
+
+    def status(self, message_id: str) -> str | None:
+        rows = self._query("SELECT status FROM received WHERE message_id = ?", (message_id,))
+        return str(rows[0][0]) if rows else None
+
+    def accept(self, header: Header, header_sha256: str, at: datetime,
+               receipt: _Outgoing | None, receipt_state: int) -> None:
+        """Record an opened envelope, and its receipt in the outbox, in one transaction."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO received VALUES (?, ?, ?, ?, ?, ?, 'accepted', NULL, ?, ?)",
+                (header.message_id, header_sha256, header.kind, header.sender, header.protocol,
+                 header.purpose, receipt_state, format_time(at)))
+            if receipt is not None:
+                db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (receipt.message_id, receipt.in_reply_to, receipt.header_sha256,
+                            receipt.recipient, receipt.protocol, receipt.purpose,
+                            receipt.body, format_time(at)))
+
+    def reject(self, message_id: str, reason: str, header: Header | None,
+               header_sha256: str | None, at: datetime) -> None:
+        """Record a rejected envelope, unless the same id was accepted before."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO received VALUES (?, ?, ?, ?, ?, ?, 'rejected', ?, ?, ?) "
+                "ON CONFLICT (message_id) DO UPDATE SET reason = excluded.reason, "
+                "header_sha256 = excluded.header_sha256, at = excluded.at "
+                "WHERE received.status = 'rejected'",
+                (message_id, header_sha256, header.kind if header else None,
+                 header.sender if header else None, header.protocol if header else None,
+                 header.purpose if header else None, reason, RECEIPT_NONE, format_time(at)))
+
+    def logged(self, message_id: str, recipient: str) -> list[LoggedMessage]:
+        """What this unit received under ``message_id``: the broker routed it, or it
+        would not be in the inbox."""
+        rows = self._query(
+            "SELECT header_sha256, kind, protocol, purpose, sender FROM received "
+            "WHERE message_id = ? AND kind IS NOT NULL", (message_id,))
+        return [LoggedMessage(message_id=MessageId(message_id), header_sha256=r[0], kind=r[1],
+                              decision="routed", reason=None, protocol=r[2], purpose=r[3],
+                              sender=r[4], recipient=recipient) for r in rows]
+
+    # outbox and sent
+
+    def outbox(self) -> list[_Outgoing]:
+        rows = self._query("SELECT message_id, in_reply_to, header_sha256, recipient, protocol, "
+                           "purpose, body FROM outbox ORDER BY created_at, message_id")
+        return [_Outgoing(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6])) for r in rows]
+
+    def receipt_sent(self, receipt: _Outgoing, at: datetime) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM outbox WHERE message_id = ?", (receipt.message_id,))
+            db.execute("UPDATE received SET receipt_sent = ? WHERE message_id = ?",
+                       (RECEIPT_SENT, receipt.in_reply_to))
+            db.execute("INSERT OR IGNORE INTO sent VALUES (?, ?, 'receipt', ?, ?, ?, ?, ?)",
+                       (receipt.message_id, receipt.header_sha256, receipt.recipient,
+                        receipt.protocol, receipt.purpose, receipt.in_reply_to,
+                        format_time(at)))
+
+    def record_sent(self, env: ParsedEnvelope, at: datetime) -> None:
+        h = env.header
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (h.message_id, env.header_sha256, h.kind, h.recipient, h.protocol,
+                        h.purpose, h.in_reply_to, format_time(at)))
+
+    def sent(self, message_id: str) -> tuple[str, str] | None:
+        """(kind, header_sha256) of a message this unit sent."""
+        rows = self._query("SELECT kind, header_sha256 FROM sent WHERE message_id = ?",
+                           (message_id,))
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def receipt_state(self, message_id: str) -> int | None:
+        rows = self._query("SELECT receipt_sent FROM received WHERE message_id = ?",
+                           (message_id,))
+        return int(rows[0][0]) if rows else None
+
+    # notices
+
+    def add_notice(self, notice: Notice) -> bool:
+        """Store a notice; False if one with its ``seq`` is stored already (redelivered)."""
+        with self._tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO notices VALUES (?, ?, ?, ?, ?)",
+                             (notice.message_id, notice.decision, notice.reason, notice.seq,
+                              format_time(notice.at)))
+            return cur.rowcount == 1
+
+    def notices(self, message_id: str | None = None) -> list[Notice]:
+        if message_id is None:
+            rows = self._query("SELECT message_id, decision, reason, seq, at FROM notices "
+                               "ORDER BY seq")
+        else:
+            rows = self._query("SELECT message_id, decision, reason, seq, at FROM notices "
+                               "WHERE message_id = ? ORDER BY seq", (message_id,))
+        return [Notice(message_id=r[0], decision=r[1], reason=r[2], seq=int(r[3]),
+                       at=parse_time(r[4])) for r in rows]
+
+
+class _LocalLog:
+    """The policy's log view, from what this unit received (all of it routed by the broker)."""
+
+    def __init__(self, store: StateStore, unit: str,
+                 extra: Sequence[LoggedMessage] = ()) -> None:
+        self._store = store
+        self._unit = unit
+        self._extra = extra
+
+    def find(self, message_id: str) -> Sequence[LoggedMessage]:
+        found = self._store.logged(message_id, self._unit)
+        return [*found, *(e for e in self._extra if e.message_id == message_id)]
+
+
+# --- files -----------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` so that it holds all of ``data`` or is absent, mode 0600 throughout."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _header_doc(env: ParsedEnvelope, seq: int | None) -> dict[str, object]:
+    h = env.header
+    return {
+        "message_id": h.message_id, "kind": h.kind, "protocol": h.protocol,
+        "purpose": h.purpose, "sender": h.sender, "recipient": h.recipient,
+        "created_at": format_time(h.created_at), "in_reply_to": h.in_reply_to,
+        "consent": None if h.consent is None else {"status": h.consent.status,
+                                                   "ground": h.consent.ground},
+        "subject_informed": h.subject_informed, "data_categories": list(h.data_categories),
+        "header_sha256": env.header_sha256, "seq": seq,
+    }
+
+
+def _record_bytes(env: ParsedEnvelope, payload: Payload, seq: int | None) -> bytes:
+    doc = {"header": _header_doc(env, seq),
+           "payload": {"message_id": payload.message_id, "sender": payload.sender,
+                       "recipient": payload.recipient, "purpose": payload.purpose,
+                       "record": payload.record, "reasons": payload.reasons}}
+    return (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+def _seq_of(props: pika.spec.BasicProperties) -> int | None:
+    seq = (props.headers or {}).get("infoshare-seq")
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+# --- the client ------------------------------------------------------------------------
+
+
+class _Rejected(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class AgencyClient:
+    """Send and receive for one unit. See the module docstring for the guarantees.
+
+    ``amqp_url`` carries the unit's user (which must be ``amqp_user(unit)``),
+    password and vhost. ``directory`` is called for a fresh verified
+    directory (e.g. ``RegistryClient.directory``). ``broker_key`` is the raw
+    public key the broker signs notices with. ``countersigners`` are manager
+    keys added to every envelope sent (``send(approvals=...)`` adds more).
+    """
+
+    def __init__(self, *, unit: Address, amqp_url: str, signing_key: SigningKeyPair,
+                 encryption_keys: Sequence[EncryptionKeyPair],
+                 directory: Callable[[], Directory], broker_key: bytes, state_dir: Path,
+                 countersigners: Sequence[SigningKeyPair] = ()) -> None:
+        self.unit = unit
+        self.user = amqp_user(unit)
+        url_user = urllib.parse.unquote(urllib.parse.urlsplit(amqp_url).username or "")
+        if url_user != self.user:
+            raise ValueError(f"the AMQP URL's user must be {self.user}, the unit's user")
+        if not encryption_keys:
+            raise ValueError("at least one encryption key is needed to open payloads")
+        self.state_dir = Path(state_dir)
+        self._signing = signing_key
+        self._encryption = {k.key_id: k for k in encryption_keys}
+        self._directory = directory
+        self._broker_key = broker_key
+        self._countersigners = tuple(countersigners)
+        self._params = pika.URLParameters(amqp_url)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(amqp_url).query)
+        if "heartbeat" not in query:
+            self._params.heartbeat = HEARTBEAT
+        if "blocked_connection_timeout" not in query:
+            self._params.blocked_connection_timeout = BLOCKED_TIMEOUT
+        self._params.connection_attempts = 1  # retries are ours, with backoff
+        self._params.client_properties = {"connection_name": f"infoshare-client {self.user}"}
+        self._local = threading.local()
+        self.store = StateStore(self.state_dir)
+
+    # --- connections ---------------------------------------------------------------------
+
+    def _connection(self) -> BlockingConnection:
+        conn: BlockingConnection | None = getattr(self._local, "conn", None)
+        if conn is not None and conn.is_open:
+            return conn
+        self._drop()
+        delay = BACKOFF_FIRST
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            try:
+                conn = BlockingConnection(self._params)
+            except _FATAL_CONNECT as e:
+                raise ConnectionFailed(f"RabbitMQ refused user {self.user} "
+                                       f"({type(e).__name__})") from e
+            except (pika.exceptions.AMQPError, OSError) as e:
+                if attempt == CONNECT_ATTEMPTS:
+                    raise ConnectionFailed(f"RabbitMQ unreachable after {attempt} attempts "
+                                           f"({type(e).__name__})") from e
+                log.warning("connect failed (%s); retrying in %.2fs", type(e).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+            else:
+                self._local.conn = conn
+                return conn
+        raise AssertionError("unreachable")
+
+    def _confirm_channel(self) -> BlockingChannel:
+        ch: BlockingChannel | None = getattr(self._local, "publish_ch", None)
+        if ch is not None and ch.is_open and ch.connection.is_open:
+            return ch
+        ch = self._connection().channel()
+        ch.confirm_delivery()
+        self._local.publish_ch = ch
+        return ch
+
+    def _drop(self) -> None:
+        """Forget this thread's connection, closing it if it is still open."""
+        conn: BlockingConnection | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        self._local.publish_ch = None
+        if conn is not None and conn.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                conn.close()
+
+    def close(self) -> None:
+        """Close this thread's connection and state store connection."""
+        self._drop()
+        self.store.close()
+
+    def __enter__(self) -> AgencyClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- publishing ----------------------------------------------------------------------
+
+    def _publish(self, body: bytes, message_id: str) -> None:
+        """Publish an envelope to ``infoshare.submit`` and wait for its confirm.
+
+        Retried after a nack or a lost connection, with backoff: the broker
+        de-duplicates by message id and header hash.
+
+        Raises:
+            PublishFailed: refused by RabbitMQ, unroutable, or never confirmed.
+            ConnectionFailed: RabbitMQ unreachable or refusing the credentials.
+        """
+        props = pika.BasicProperties(
+            user_id=self.user, delivery_mode=pika.DeliveryMode.Persistent,
+            content_type="application/json", type="envelope", message_id=message_id)
+        delay = BACKOFF_FIRST
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                self._confirm_channel().basic_publish(SUBMIT, "", body, props, mandatory=True)
+                return
+            except pika.exceptions.UnroutableError as e:
+                raise PublishFailed("unroutable", "publish failed: infoshare.submit routes "
+                                    "nowhere (is the topology provisioned?)") from e
+            except pika.exceptions.ChannelClosedByBroker as e:
+                self._local.publish_ch = None
+                detail = {403: "access_refused", 404: "not_found",
+                          406: "precondition_failed"}.get(e.reply_code, "channel_closed")
+                raise PublishFailed(detail, f"publish failed: RabbitMQ closed the channel "
+                                    f"({e.reply_code} {detail})") from e
+            except pika.exceptions.NackError as e:
+                failure: Exception = e
+                code = "nacked"
+            except _FATAL_CONNECT:
+                raise
+            except _TRANSIENT as e:
+                failure = e
+                code = "connection_lost"
+                self._drop()
+            if attempt == PUBLISH_ATTEMPTS:
+                raise PublishFailed(code, f"publish failed after {attempt} attempts: "
+                                    f"{code}") from failure
+            log.warning("publish message_id=%s not confirmed (%s); retrying in %.2fs",
+                        message_id, code, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    # --- sending -------------------------------------------------------------------------
+
+    def send(self, *, kind: Kind, protocol: str, purpose: str, recipient: str,
+             record: Mapping[str, object], reasons: str, consent: Consent | None,
+             subject_informed: bool, in_reply_to: str | None = None,
+             approvals: Sequence[SigningKeyPair] = (), now: datetime | None = None,
+             precheck: bool = True) -> SentMessage:
+        """Build, check, sign and publish one envelope; wait for RabbitMQ's confirm.
+
+        ``precheck=False`` skips the local policy check (to see the broker
+        refuse, as the demo does); the envelope must still be buildable.
+
+        Raises:
+            LocalRefusal: the broker would refuse it; ``reason`` is its code.
+            InvalidMessage: the arguments cannot make a valid envelope.
+            PublishFailed, ConnectionFailed: it could not be published.
+            StateError: the state store cannot be written.
+            Whatever ``directory`` raises when the directory cannot be had.
+        """
+        now = (now or utcnow()).replace(microsecond=0)
+        directory = self._directory()
+        rkey = directory.current_key(recipient, "encryption", now)
+        if rkey is None and not precheck:
+            raise LocalRefusal(Reason.RECIPIENT_KEY_NOT_VALID.value)
+        signers = _unique((*self._countersigners, *approvals))
+        # Without a registered key the envelope is sealed to a throwaway key, only
+        # so that the policy can name the first check that fails, as the broker would.
+        recipient_public = (rkey.public if rkey is not None
+                            else EncryptionKeyPair.generate().public)
+        try:
+            body, env = build_envelope(
+                kind=kind, protocol=protocol, purpose=purpose, sender=self.unit,
+                recipient=recipient, record=record, reasons=reasons,
+                sender_key=self._signing, recipient_key=recipient_public, created_at=now,
+                consent=consent, subject_informed=subject_informed, in_reply_to=in_reply_to,
+                countersigners=signers)
+        except EnvelopeRefused as e:
+            raise LocalRefusal(e.reason.value) from e
+        except ValueError as e:
+            raise InvalidMessage(f"cannot build the envelope: {e}") from e
+        if precheck or rkey is None:
+            decision = decide(env.submission(self.user), directory,
+                              _LocalLog(self.store, self.unit), now)
+            if decision.reason is not None:
+                log.info("refused locally message_id=%s reason=%s", env.header.message_id,
+                         decision.reason.value)
+                raise LocalRefusal(decision.reason.value)
+        self._publish(body, env.header.message_id)
+        self.store.record_sent(env, now)
+        log.info("sent message_id=%s kind=%s", env.header.message_id, kind)
+        return SentMessage(env.header.message_id, env.header_sha256)
+
+    def _build_receipt(self, env: ParsedEnvelope, directory: Directory,
+                       now: datetime) -> tuple[_Outgoing | None, int]:
+        """The receipt for an accepted envelope, or None and why not (as receipt_sent)."""
+        h = env.header
+        if h.kind == "receipt":
+            return None, RECEIPT_NONE
+        rkey = directory.current_key(h.sender, "encryption", now)
+        if rkey is None:
+            log.warning("no receipt for message_id=%s reason=%s", h.message_id,
+                        Reason.RECIPIENT_KEY_NOT_VALID.value)
+            return None, RECEIPT_REFUSED
+        body, receipt = build_envelope(
+            kind="receipt", protocol=h.protocol, purpose=h.purpose, sender=self.unit,
+            recipient=h.sender, record={"received": h.message_id,
+                                        "header_sha256": env.header_sha256},
+            reasons=RECEIPT_REASONS, sender_key=self._signing, recipient_key=rkey.public,
+            created_at=now, consent=None, subject_informed=True, in_reply_to=h.message_id,
+            countersigners=self._countersigners)
+        # The message being acknowledged is not in the store yet: the view adds it.
+        this = LoggedMessage(message_id=h.message_id, header_sha256=env.header_sha256,
+                             kind=h.kind, decision="routed", reason=None, protocol=h.protocol,
+                             purpose=h.purpose, sender=h.sender, recipient=h.recipient)
+        decision = decide(receipt.submission(self.user), directory,
+                          _LocalLog(self.store, self.unit, (this,)), now)
+        if decision.reason is not None:
+            log.warning("no receipt for message_id=%s reason=%s", h.message_id,
+                        decision.reason.value)
+            return None, RECEIPT_REFUSED
+        return _Outgoing(receipt.header.message_id, h.message_id, receipt.header_sha256,
+                         h.sender, h.protocol, h.purpose, body), RECEIPT_PENDING
+
+    def send_pending_receipts(self) -> int:
+        """Publish the receipts in the outbox (left by a crash or a lost connection).
+
+        Returns how many were published.
+
+        Raises:
+            PublishFailed, ConnectionFailed: a receipt could not be published;
+                it stays in the outbox.
+        """
+        sent = 0
+        for receipt in self.store.outbox():
+            self._publish(receipt.body, receipt.message_id)
+            self.store.receipt_sent(receipt, utcnow())
+            log.info("receipt message_id=%s for=%s sent", receipt.message_id,
+                     receipt.in_reply_to)
+            sent += 1
+        return sent
+
+    # --- receiving -----------------------------------------------------------------------
+
+    def receive(self, out_dir: Path, *, max_messages: int | None = None,
+                idle_timeout: float = 2.0) -> list[Received]:
+        """Take what is in the inbox: envelopes to ``out_dir``, notices to the state store.
+
+        Stops once no message arrived for ``idle_timeout`` seconds, or after
+        ``max_messages`` deliveries (envelopes, notices and anything else).
+        Returns the envelopes handled, in order.
+
+        Raises:
+            ConnectionFailed: RabbitMQ unreachable or refusing the credentials.
+            StateError: the state store or a record file cannot be written
+                (nothing more is acked).
+            Whatever ``directory`` raises when the directory cannot be had.
+        """
+        if max_messages is not None and max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        out_dir = Path(out_dir)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as e:
+            raise StateError(f"{out_dir}: cannot create ({e.strerror})") from e
+        self._try_pending_receipts()
+        directory = _DirectoryCache(self._directory)
+        results: list[Received] = []
+        handled = 0
+        delay = BACKOFF_FIRST
+        attempts = 0
+        while max_messages is None or handled < max_messages:
+            try:
+                count, idle = self._receive_round(out_dir, directory, results,
+                                                  None if max_messages is None
+                                                  else max_messages - handled, idle_timeout)
+            except _FATAL_CONNECT as e:
+                raise ConnectionFailed(f"RabbitMQ refused user {self.user} "
+                                       f"({type(e).__name__})") from e
+            except pika.exceptions.ChannelClosedByBroker as e:
+                raise ConnectionFailed(f"RabbitMQ closed the inbox channel ({e.reply_code}); "
+                                       "is the topology provisioned?") from e
+            except _TRANSIENT as e:
+                # Whatever was not acked comes back and is recognised by its message id.
+                self._drop()
+                attempts += 1
+                if attempts >= CONNECT_ATTEMPTS:
+                    raise ConnectionFailed(f"lost the connection {attempts} times "
+                                           f"({type(e).__name__})") from e
+                log.warning("connection lost while receiving (%s); retrying in %.2fs",
+                            type(e).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            handled += count
+            if idle:
+                break
+        return results
+
+    def _receive_round(self, out_dir: Path, directory: _DirectoryCache,
+                       results: list[Received], remaining: int | None,
+                       idle_timeout: float) -> tuple[int, bool]:
+        """Consume up to ``prefetch`` deliveries, ack them together, then send receipts.
+
+        The prefetch is never more than the deliveries still wanted, and the
+        consumer is cancelled before anything is acked, so stopping early never
+        hands a message back (each hand-back counts towards the queue's
+        delivery limit). Returns (deliveries handled, whether the inbox went idle).
+        """
+        prefetch = PREFETCH if remaining is None else min(PREFETCH, remaining)
+        ch = self._connection().channel()
+        try:
+            ch.basic_qos(prefetch_count=prefetch)
+            last_tag: int | None = None
+            count = 0
+            idle = False
+            for method, props, body in ch.consume(inbox_name(self.unit),
+                                                  inactivity_timeout=idle_timeout):
+                if method is None or props is None or body is None:
+                    idle = True
+                    break
+                result = self._handle(out_dir, directory, props, body)
+                if result is not None:
+                    results.append(result)
+                last_tag = method.delivery_tag
+                count += 1
+                if count >= prefetch:
+                    break
+            # Cancel before acking: an ack frees prefetch room, which RabbitMQ would
+            # fill with a delivery that the cancel then hands back.
+            ch.cancel()
+            if last_tag is not None:
+                ch.basic_ack(last_tag, multiple=True)
+        finally:
+            if ch.is_open:
+                with contextlib.suppress(pika.exceptions.AMQPError):
+                    ch.close()
+        if count:
+            self._try_pending_receipts()
+        return count, idle
+
+    def _try_pending_receipts(self) -> None:
+        # A receipt that cannot be published now stays in the outbox for the next
+        # run; it is no reason to stop taking messages from the inbox.
+        try:
+            self.send_pending_receipts()
+        except PublishFailed as e:
+            log.warning("receipts left pending (%s)", e.detail)
+
+    def _handle(self, out_dir: Path, directory: _DirectoryCache,
+                props: pika.spec.BasicProperties, body: bytes) -> Received | None:
+        if props.type == "envelope":
+            return self._handle_envelope(out_dir, directory, props, body)
+        if props.type == "notice":
+            self._handle_notice(body)
+            return None
+        log.warning("ignored a message of unknown type code=unknown_type")
+        return None
+
+    def _handle_notice(self, body: bytes) -> None:
+        try:
+            notice = parse_notice(body, self._broker_key)
+        except EnvelopeRefused as e:
+            log.warning("notice refused code=%s", e.reason.value)
+            return
+        except NoticeRefused as e:
+            log.warning("notice refused code=%s", e.code)
+            return
+        if self.store.add_notice(notice):
+            log.info("notice message_id=%s decision=%s reason=%s seq=%d", notice.message_id,
+                     notice.decision, notice.reason or "-", notice.seq)
+
+    def _handle_envelope(self, out_dir: Path, directory: _DirectoryCache,
+                         props: pika.spec.BasicProperties, body: bytes) -> Received:
+        now = utcnow()
+        seq = _seq_of(props)
+        try:
+            env = parse_envelope(body)
+        except EnvelopeRefused as e:
+            mid = (e.header.message_id if e.header is not None
+                   else f"sha256:{hashlib.sha256(body).hexdigest()}")
+            return self._rejected(mid, e.reason.value, e.header, None, seq, now)
+        h = env.header
+        if self.store.status(h.message_id) == "accepted":
+            log.info("duplicate message_id=%s ignored", h.message_id)
+            return Received(h.message_id, "duplicate", None, h.kind, h.sender, h.protocol,
+                            h.purpose, seq, None)
+        try:
+            payload = self._open(env, directory)
+        except _Rejected as e:
+            return self._rejected(h.message_id, e.code, h, env.header_sha256, seq, now)
+        path = out_dir / f"{h.message_id}.json"
+        try:
+            _write_atomic(path, _record_bytes(env, payload, seq))
+        except OSError as e:
+            raise StateError(f"{path}: cannot write the record ({e.strerror})") from e
+        receipt, state = self._build_receipt(env, directory.get(), now)
+        self.store.accept(h, env.header_sha256, now, receipt, state)
+        log.info("accepted message_id=%s kind=%s seq=%s", h.message_id, h.kind,
+                 seq if seq is not None else "-")
+        return Received(h.message_id, "accepted", None, h.kind, h.sender, h.protocol,
+                        h.purpose, seq, path)
+
+    def _open(self, env: ParsedEnvelope, directory: _DirectoryCache) -> Payload:
+        """Verify the sender's signature and open the payload, or raise _Rejected(code)."""
+        h = env.header
+        if h.recipient != self.unit:
+            raise _Rejected("misdelivered")
+        kid = env.signatures[0].key
+        key = directory.get().unit_key(kid, h.sender, "signing")
+        if key is None:
+            # Registered since this receive began? Ask the registry once more.
+            key = directory.refresh().unit_key(kid, h.sender, "signing")
+        # Valid when it was signed: a key revoked since does not undo a delivery.
+        if key is None or not key.valid_at(h.created_at):
+            raise _Rejected(Reason.KEY_NOT_VALID.value)
+        if not verify_sender_signature(env, key.public):
+            raise _Rejected(Reason.BAD_SIGNATURE.value)
+        own = self._encryption.get(h.payload.recipient_key)
+        if own is None:
+            raise _Rejected("undecryptable")
+        try:
+            return open_payload(env, own)
+        except PayloadRefused as e:
+            raise _Rejected(e.code) from None
+
+    def _rejected(self, message_id: str, code: str, header: Header | None,
+                  header_sha256: str | None, seq: int | None, now: datetime) -> Received:
+        log.warning("rejected message_id=%s reason=%s", message_id, code)
+        self.store.reject(message_id, code, header, header_sha256, now)
+        return Received(message_id, "rejected", code, header.kind if header else None,
+                        header.sender if header else None, header.protocol if header else None,
+                        header.purpose if header else None, seq, None)
+
+    # --- notices -------------------------------------------------------------------------
+
+    def notices(self, message_id: str | None = None, *,
+                drain_to: Path | None = None) -> list[Notice]:
+        """The broker's notices stored so far (oldest first), optionally for one message.
+
+        With ``drain_to``, the inbox is received into that directory first.
+        """
+        if drain_to is not None:
+            self.receive(drain_to, idle_timeout=0.5)
+        return self.store.notices(message_id)
+
+
+class _DirectoryCache:
+    """The directory for one receive call: fetched when first needed, refreshed at most once."""
+
+    def __init__(self, fetch: Callable[[], Directory]) -> None:
+        self._fetch = fetch
+        self._current: Directory | None = None
+        self._refreshed = False
+
+    def get(self) -> Directory:
+        if self._current is None:
+            self._current = self._fetch()
+        return self._current
+
+    def refresh(self) -> Directory:
+        if not self._refreshed:
+            self._refreshed = True
+            self._current = self._fetch()
+        return self.get()
+
+
+def _unique(signers: Sequence[SigningKeyPair]) -> tuple[SigningKeyPair, ...]:
+    seen: set[str] = set()
+    out = []
+    for s in signers:
+        if s.key_id not in seen:
+            seen.add(s.key_id)
+            out.append(s)
+    return tuple(out)
