@@ -24,6 +24,7 @@ publishes are confirmed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -183,10 +184,9 @@ class Router:
         self._stop.set()
         conn = self._connection
         if conn is not None:
-            try:
+            # The loop may be closing already; then there is nothing to wake.
+            with contextlib.suppress(Exception):
                 conn.ioloop.add_callback_threadsafe(self._begin_shutdown)
-            except Exception:  # the loop may be closing already
-                pass
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
@@ -255,7 +255,10 @@ class Router:
         log.info("consuming %s", INGRESS)
 
     def _on_channel_closed(self, ch: pika.channel.Channel, reason: BaseException) -> None:
-        log.warning("channel closed: %s", reason)
+        if self._stop.is_set():
+            log.info("channel closed: %s", reason)
+        else:
+            log.warning("channel closed: %s", reason)
         if self._connection is not None and self._connection.is_open:
             self._connection.close()
 

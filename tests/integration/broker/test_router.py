@@ -54,6 +54,7 @@ ORIGIN = "test.example/transfer-log"
 P = "wy-iisp-2016"
 SUSPENDED = "wy-iisp-2016-suspended"
 LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
+SERIOUS_CRIME = Consent("not_sought", GroundId("serious-crime"))
 
 LEEDS_CSC = "leeds-cc/childrens-social-care"
 LEEDS_DOOR = "leeds-cc/front-door"
@@ -139,9 +140,10 @@ class World:
     def build(self, sender: str = LEEDS_CSC, recipient: str = POLICE_INTEL, *,
               kind: str = "referral", protocol: str = P, purpose: str = "police-intelligence",
               record: dict[str, Any] | None = None,
-              consent: Consent | None = Consent("not_sought", GroundId("serious-crime")),
+              consent: Consent | None = SERIOUS_CRIME,
               subject_informed: bool = False, in_reply_to: str | None = None,
-              signer: SigningKeyPair | None = None, countersigners: tuple[SigningKeyPair, ...] = (),
+              signer: SigningKeyPair | None = None,
+              countersigners: tuple[SigningKeyPair, ...] = (),
               recipient_key: bytes | None = None, created_at: datetime | None = None,
               message_id: str | None = None) -> tuple[bytes, str]:
         sender_keys = self.keys.get(sender) or Keys()

@@ -1,0 +1,10 @@
+FROM python:3.11-slim-bookworm
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY keys keys
+COPY protocols protocols
+COPY registry registry
+COPY broker broker
+RUN pip install --no-cache-dir . && useradd --system --home /var/lib/infoshare infoshare
+USER infoshare
+ENTRYPOINT []

@@ -1,0 +1,229 @@
+"""Crash safety of the router (wire spec 6.3), with real processes.
+
+The router runs as ``infoshare broker run`` in a child process against a real
+RabbitMQ node and a registry served over HTTP. It is made to die hard right
+after committing a log entry and before publishing anything; after a restart
+the log holds exactly one entry and the recipient exactly one delivery of
+that message id. It also stops cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+from pika.adapters.blocking_connection import BlockingConnection
+from werkzeug.serving import make_server
+
+from broker.deployment import Deployment
+from broker.envelope import build_envelope, parse_notice
+from broker.node import RabbitNode
+from broker.topology import Credentials, amqp_url_for, inbox_name, provision
+from broker.transfer_log import TransferLog
+from keys import (
+    EncryptionKeyPair,
+    NoteSigner,
+    SigningKeyPair,
+    write_private_key,
+    write_public_key,
+)
+from protocols.model import Consent, GroundId, amqp_user
+from registry.app import create_app
+from registry.datadir import create_data_dir
+from registry.store import Store
+
+pytestmark = pytest.mark.faults
+
+VHOST = "infoshare"
+SENDER = "leeds-cc/childrens-social-care"
+RECIPIENT = "wy-police/intelligence-bureau"
+PASSPHRASE = "test passphrase"
+WY = Path(__file__).resolve().parents[2] / "protocols" / "definitions" / (
+    "west-yorkshire-iisp-2016.yaml")
+
+
+@dataclass
+class Deployed:
+    home: Path
+    credentials: Credentials
+    amqp_base: str
+    sender: SigningKeyPair
+    recipient: EncryptionKeyPair
+    broker_public: bytes
+
+    def connection(self, unit: str) -> BlockingConnection:
+        user = amqp_user(unit)
+        return BlockingConnection(pika.URLParameters(
+            amqp_url_for(self.amqp_base, user, self.credentials.password(user), VHOST)))
+
+
+@pytest.fixture(scope="module")
+def deployed(rabbit_node: RabbitNode, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[Deployed]:
+    home = tmp_path_factory.mktemp("crash-home")
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    data_dir, registry_key = create_data_dir(home / "registry", b"registry passphrase")
+    store = Store(data_dir.database_url, signing_key=registry_key)
+    store.initialise(actor="test")
+    store.load_protocol(WY.read_text(encoding="utf-8"), actor="test")
+    sender, sender_enc = SigningKeyPair.generate(), EncryptionKeyPair.generate()
+    recipient_sig, recipient = SigningKeyPair.generate(), EncryptionKeyPair.generate()
+    broker_key = SigningKeyPair.generate()
+    store.register_key("broker", "broker", "signing", broker_key.public, now, actor="test")
+    for addr, sig, enc in ((SENDER, sender, sender_enc), (RECIPIENT, recipient_sig, recipient)):
+        store.register_key("unit", addr, "signing", sig.public, now, actor="test")
+        store.register_key("unit", addr, "encryption", enc.public, now, actor="test")
+    _, token = store.create_token("agency", "router", actor="test")
+
+    app = create_app({"REGISTRY_STORE": store, "SECRET_KEY": data_dir.session_secret()})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    credentials = Credentials(home / "credentials.json")
+    # Users are node-wide: the other modules' vhosts use the same unit names.
+    rabbit_admin = ("guest", "guest")
+    provision(rabbit_node.management_url, *rabbit_admin, store.directory(), credentials,
+              vhost=VHOST)
+    amqp_base = f"amqp://{rabbit_node.config.host}:{rabbit_node.config.amqp_port}"
+    write_public_key(home / "broker-key.pub", broker_key.public)
+    write_private_key(home / "broker.signing.key", kind="signing", owner="broker",
+                      private=broker_key.seed, public=broker_key.public,
+                      passphrase=PASSPHRASE.encode())
+    Deployment(amqp_url=amqp_base, vhost=VHOST, registry_url=f"http://127.0.0.1:"
+               f"{server.server_port}", registry_key=str(data_dir.path / "registry-key.pub"),
+               broker_key=str(home / "broker-key.pub"),
+               credentials=str(home / "credentials.json"), agency_token=token).save(home)
+    yield Deployed(home, credentials, amqp_base, sender, recipient, broker_key.public)
+    server.shutdown()
+
+
+def _router(d: Deployed, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "broker.cli", "-v", "broker", "run", "--home", str(d.home)],
+        env={**os.environ, "INFOSHARE_PASSPHRASE": PASSPHRASE, **env},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+def _referral(d: Deployed) -> tuple[bytes, str]:
+    body, env = build_envelope(
+        kind="referral", protocol="wy-iisp-2016", purpose="police-intelligence", sender=SENDER,
+        recipient=RECIPIENT, record={"identity": {"ref": "X-1"}}, reasons="test",
+        sender_key=d.sender, recipient_key=d.recipient.public, created_at=datetime.now(UTC),
+        consent=Consent("not_sought", GroundId("serious-crime")), subject_informed=False)
+    return body, env.header.message_id
+
+
+def _publish(d: Deployed, body: bytes) -> None:
+    conn = d.connection(SENDER)
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish("infoshare.submit", "", body, pika.BasicProperties(
+            user_id=amqp_user(SENDER), delivery_mode=2, type="envelope"), mandatory=True)
+    finally:
+        conn.close()
+
+
+def _drain(d: Deployed, unit: str, settle: float) -> list[tuple[Any, bytes]]:
+    """Everything that reaches ``unit``'s inbox until it has been quiet for ``settle`` s."""
+    conn = d.connection(unit)
+    got: list[tuple[Any, bytes]] = []
+    try:
+        ch = conn.channel()
+        quiet_since = time.monotonic()
+        deadline = time.monotonic() + 60
+        while time.monotonic() - quiet_since < settle and time.monotonic() < deadline:
+            method, props, body = ch.basic_get(inbox_name(unit), auto_ack=True)
+            if method is None:
+                time.sleep(0.1)
+                continue
+            got.append((props, body))
+            quiet_since = time.monotonic()
+    finally:
+        conn.close()
+    return got
+
+
+def _log(d: Deployed) -> TransferLog:
+    return TransferLog.open(f"sqlite:///{d.home / 'transfer-log.db'}",
+                            signer=NoteSigner("test", SigningKeyPair.generate()),
+                            origin="test")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_kill_between_append_and_publish_leaves_one_entry_and_one_delivery(
+        deployed: Deployed) -> None:
+    body, mid = _referral(deployed)
+    crashing = _router(deployed, INFOSHARE_ROUTER_FAULT="after_append")
+    try:
+        _publish(deployed, body)
+        status = crashing.wait(timeout=60)
+    finally:
+        if crashing.poll() is None:
+            crashing.kill()
+    assert status == 137, crashing.stdout.read().decode() if crashing.stdout else ""
+    log = _log(deployed)
+    assert log.size() == 1
+    assert log.entry(0).message_id == mid and log.entry(0).decision == "routed"
+    assert _drain(deployed, RECIPIENT, settle=1.0) == []
+
+    router = _router(deployed)
+    try:
+        envelopes = [(p, b) for p, b in _drain(deployed, RECIPIENT, settle=3.0)
+                     if p.type == "envelope"]
+        notices = [parse_notice(b, deployed.broker_public)
+                   for p, b in _drain(deployed, SENDER, settle=1.0) if p.type == "notice"]
+    finally:
+        assert _stop(router) == 0
+    assert [b for _, b in envelopes] == [body]
+    assert envelopes[0][0].headers["infoshare-seq"] == 0
+    assert [(n.message_id, n.decision, n.seq) for n in notices] == [(mid, "routed", 0)]
+    assert log.size() == 1
+    log.close()
+
+
+def test_router_stops_cleanly_on_sigterm_and_loses_nothing(deployed: Deployed) -> None:
+    router = _router(deployed)
+    sent = []
+    try:
+        for _ in range(20):
+            body, mid = _referral(deployed)
+            _publish(deployed, body)
+            sent.append(mid)
+    finally:
+        assert _stop(router) == 0
+    # Whatever the router had not finished comes back to the next one.
+    router = _router(deployed)
+    try:
+        delivered = {p.message_id for p, _ in _drain(deployed, RECIPIENT, settle=3.0)
+                     if p.type == "envelope"}
+    finally:
+        assert _stop(router) == 0
+    log = _log(deployed)
+    routed = [log.entry(s) for s in range(log.size())]
+    assert {e.message_id for e in routed} >= set(sent)
+    assert len([e for e in routed if e.message_id in sent]) == len(sent)
+    log.close()
+    # The inbox holds what both runs delivered: every message, by id, at least once.
+    assert delivered == set(sent)
