@@ -110,11 +110,22 @@ def deployed(rabbit_node: RabbitNode, tmp_path_factory: pytest.TempPathFactory
 
 
 def _router(d: Deployed, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "broker.cli", "-v", "broker", "run", "--home", str(d.home)],
-        env={**os.environ, "INFOSHARE_PASSPHRASE": PASSPHRASE, **env},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    """``infoshare broker run`` in a child process, once it is ready to route."""
+    out = d.home / f"router-{time.monotonic_ns()}.log"
+    with out.open("wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "broker.cli", "-v", "broker", "run", "--home", str(d.home)],
+            env={**os.environ, "INFOSHARE_PASSPHRASE": PASSPHRASE, **env},
+            stdout=f, stderr=subprocess.STDOUT,
+        )
+    proc.output = out  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 60
+    # The router says so once its signal handlers are in place and it consumes.
+    while b"consuming infoshare.ingress" not in out.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"router did not start:\n{out.read_text()}")
+        time.sleep(0.05)
+    return proc
 
 
 def _referral(d: Deployed) -> tuple[bytes, str]:
@@ -182,7 +193,7 @@ def test_kill_between_append_and_publish_leaves_one_entry_and_one_delivery(
     finally:
         if crashing.poll() is None:
             crashing.kill()
-    assert status == 137, crashing.stdout.read().decode() if crashing.stdout else ""
+    assert status == 137, crashing.output.read_text()  # type: ignore[attr-defined]
     log = _log(deployed)
     assert log.size() == 1
     assert log.entry(0).message_id == mid and log.entry(0).decision == "routed"
