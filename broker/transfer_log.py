@@ -1,54 +1,196 @@
-"""The transfer log: append-only entries, their evidence, Merkle tree and checkpoints.
+"""The transfer log: append-only entries (wire spec 6.1), their evidence, tree and checkpoints.
+
+Storage is SQLAlchemy Core on SQLite (a file, WAL, ``synchronous=FULL``) or
+PostgreSQL (``postgresql+psycopg://``). Tables: ``entries`` (the exact entry
+bytes and their leaf hashes), ``evidence`` (how each decided envelope
+arrived), ``frontier`` (the tree's compact range after the last committed
+entry) and ``checkpoints`` (signed notes by tree size).
 
 Invariants:
 
-- ``seq`` runs 0..n-1 with no gaps. Appends happen in a write transaction that
-  holds the log's lock (SQLite ``BEGIN IMMEDIATE``; PostgreSQL an advisory
-  transaction lock), so several routers can append side by side.
-- Entries are never updated or deleted; nothing in this module issues either.
-- An entry, its evidence, the tree's compact range after it, and any
-  checkpoint due at that size are committed in one transaction: a crash
-  leaves all of them or none. SQLite runs in WAL mode with ``synchronous=FULL``.
-- A checkpoint is signed at every multiple of 1,000 entries, and for the
-  current size when 10 s have passed since the last one and entries arrived
-  (wire spec 6.2).
-- The entry bytes are the compact JSON of wire spec 6.1, keys in the spec's
-  order; they are stored and exported exactly, and hashed as stored.
+- An entry is its bytes: the compact JSON of wire spec 6.1, keys in the
+  spec's order, ASCII only (every value is a code, a hash or a time). There is
+  exactly one byte string per entry; :meth:`Entry.from_bytes` refuses any
+  other, and nothing that :class:`Entry` would refuse can be appended.
+- ``seq`` runs 0..n-1 without gaps. Appends happen in one write transaction
+  holding the log's lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL
+  ``pg_advisory_xact_lock``), which reads the frontier inside the lock, so
+  several routers (threads or processes, one object each or shared) can
+  append side by side.
+- The entries of a batch, their evidence and the new frontier commit in one
+  transaction, durably; a batch left by an exception leaves nothing. An
+  entry is visible only once committed.
+- Nothing updates or deletes ``entries``, ``evidence`` or ``checkpoints``;
+  triggers refuse it in the database too. Only the frontier row changes.
+- Appending and the root of the current tree never rescan the log: the
+  frontier holds O(log n) hashes. Roots of older sizes and proofs read the
+  leaf hashes (32 bytes a row).
+- Checkpoint sizes only grow; each is signed for the size and root of the
+  same locked transaction. A batch signs one itself whenever 1,000 entries
+  follow the last checkpoint, so no more than 1,000 ever do; and
+  :meth:`TransferLog.checkpoint_if_due` signs one 10 s after the last when
+  entries have arrived since (wire spec 6.2). The caller passes the time.
+
+Errors are :class:`TransferLogError` (a :class:`broker.errors.BrokerError`);
+their messages name sequence numbers and hashes, never entry contents.
 """
 
 from __future__ import annotations
 
+import enum
 import json
-import threading
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import cached_property
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from broker import merkle
+from broker.errors import BrokerError
 from keys import Checkpoint, NoteSigner, NoteVerifier
+from protocols.model import CONSENT_STATUSES, KINDS, MessageId
 from protocols.policy import LoggedMessage
+from protocols.reasons import Reason
 
-CHECKPOINT_EVERY = 1000
-CHECKPOINT_INTERVAL = timedelta(seconds=10)
-_LOCK_KEY = 0x696E666F  # "info": the advisory lock of the log on PostgreSQL
+__all__ = [
+    "ANY_USER",
+    "CHECKPOINT_EVERY",
+    "CHECKPOINT_INTERVAL",
+    "ENTRY_FIELDS",
+    "Entry",
+    "EntryDraft",
+    "EntryFormatError",
+    "Evidence",
+    "LogBatch",
+    "TransferLog",
+    "TransferLogError",
+]
 
-ENTRY_FIELDS = ("seq", "at", "message_id", "kind", "decision", "reason", "protocol", "purpose",
-                "sender", "recipient", "in_reply_to", "consent", "subject_informed",
-                "data_categories", "header_sha256", "payload_sha256", "registry_version")
+CHECKPOINT_EVERY: Final = 1000
+CHECKPOINT_INTERVAL: Final = timedelta(seconds=10)
+#: The advisory lock that serialises writers of the log on PostgreSQL ("info").
+_LOCK_KEY: Final = 0x696E666F
+#: Rows per query when streaming entries, evidence or leaf hashes.
+_PAGE: Final = 10_000
+
+ENTRY_FIELDS: Final = (
+    "seq", "at", "message_id", "kind", "decision", "reason", "protocol", "purpose", "sender",
+    "recipient", "in_reply_to", "consent", "subject_informed", "data_categories",
+    "header_sha256", "payload_sha256", "registry_version",
+)
+DECISIONS: Final = ("routed", "refused")
+#: The reasons of check 1: the only ones possible when the header could not be read.
+UNREADABLE_REASONS: Final = frozenset(
+    {Reason.MALFORMED.value, Reason.TOO_LARGE.value, Reason.UNSUPPORTED_VERSION.value})
+_REASONS: Final = frozenset(r.value for r in Reason)
+
+# [0-9a-z] rather than \d and \w, which match non-ASCII digits and letters.
+_NAME = re.compile(r"[a-z0-9](?:-?[a-z0-9])*")
+_UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_NAME_MAX = 40
 
 
-class TransferLogError(Exception):
-    """The log cannot be opened, or an entry is not of the wire spec's form."""
+class TransferLogError(BrokerError):
+    """The log cannot be opened or read as asked, or a request is out of range."""
+
+    code = "transfer_log_error"
+
+
+class EntryFormatError(TransferLogError, ValueError):
+    """Bytes or fields that are not an entry of wire spec 6.1 in its one canonical form."""
+
+    code = "entry_format"
+
+
+class _Any(enum.Enum):
+    ANY = "any"
+
+
+#: ``find_logged(..., user_id=ANY_USER)`` matches whoever published.
+ANY_USER: Final = _Any.ANY
+
+
+# --- entries ---------------------------------------------------------------------------
+
+
+def _bad(field: str, problem: str) -> EntryFormatError:
+    return EntryFormatError(f"entry.{field}: {problem}")
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int  # bool is an int subclass and never a number here
+
+
+def _check_time(value: object) -> None:
+    if not isinstance(value, str) or not _TIME.fullmatch(value):
+        raise _bad("at", "not an RFC 3339 UTC time with whole seconds")
+    try:
+        datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]),
+                 int(value[14:16]), int(value[17:19]))
+    except ValueError as e:
+        raise _bad("at", "not a calendar time") from e
+
+
+#: Names and addresses already found valid. The same few dozen codes recur in
+#: every entry, and verifying an export checks millions of them; bounded, so
+#: a stream of distinct values cannot grow it without limit.
+_VALID: set[str] = set()
+_VALID_MAX = 4096
+
+
+def _remember(value: str) -> None:
+    if len(_VALID) >= _VALID_MAX:
+        _VALID.clear()
+    _VALID.add(value)
+
+
+def _check_name(field: str, value: object, nullable: bool = True) -> None:
+    if value is None and nullable:
+        return
+    if isinstance(value, str) and value in _VALID and "/" not in value:
+        return
+    if not isinstance(value, str) or len(value) > _NAME_MAX or not _NAME.fullmatch(value):
+        raise _bad(field, "not a name of wire spec section 1")
+    _remember(value)
+
+
+def _check_address(field: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, str) and value in _VALID and "/" in value:
+        return
+    if not isinstance(value, str) or value.count("/") != 1:
+        raise _bad(field, "not an address org/unit")
+    org, unit = value.split("/")
+    _check_name(field, org, nullable=False)
+    _check_name(field, unit, nullable=False)
+    _remember(value)
+
+
+def _check_uuid(field: str, value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not _UUID4.fullmatch(value)):
+        raise _bad(field, "not a lowercase UUID version 4")
+
+
+def _check_hex(field: str, value: object, nullable: bool) -> None:
+    if value is None and nullable:
+        return
+    if not isinstance(value, str) or not _HEX64.fullmatch(value):
+        raise _bad(field, "not a lowercase hex SHA-256")
 
 
 @dataclass(frozen=True)
 class EntryDraft:
-    """An entry before the log gives it its sequence number."""
+    """An entry before the log gives it its sequence number: the fields of 6.1 but ``seq``."""
 
     at: str
     message_id: str | None
@@ -68,198 +210,447 @@ class EntryDraft:
     registry_version: int
 
 
-@dataclass(frozen=True)
-class Entry(EntryDraft):
-    """One decision, as logged (wire spec 6.1)."""
+_DRAFT_FIELDS: Final = tuple(f.name for f in fields(EntryDraft))
 
-    seq: int = -1
+
+@dataclass(frozen=True)
+class Entry:
+    """One decision as logged (wire spec 6.1). Construction validates every field.
+
+    Fields the broker could not read from a malformed envelope are ``None``;
+    ``decision`` is ``routed`` exactly when ``reason`` is ``None``.
+
+    Raises (on construction):
+        EntryFormatError: a field is not of its documented form.
+    """
+
+    seq: int
+    at: str
+    message_id: str | None
+    kind: str | None
+    decision: str
+    reason: str | None
+    protocol: str | None
+    purpose: str | None
+    sender: str | None
+    recipient: str | None
+    in_reply_to: str | None
+    consent: dict[str, Any] | None
+    subject_informed: bool | None
+    data_categories: list[str] | None
+    header_sha256: str
+    payload_sha256: str | None
+    registry_version: int
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.seq) or self.seq < 0:
+            raise _bad("seq", "not a non-negative integer")
+        _check_time(self.at)
+        _check_uuid("message_id", self.message_id)
+        if self.kind is not None and self.kind not in KINDS:
+            raise _bad("kind", "not a kind")
+        if self.decision not in DECISIONS:
+            raise _bad("decision", "neither routed nor refused")
+        if self.reason is not None and self.reason not in _REASONS:
+            raise _bad("reason", "not a reason code of wire spec 7")
+        if (self.decision == "routed") != (self.reason is None):
+            raise _bad("reason", "null exactly when the decision is routed")
+        _check_name("protocol", self.protocol)
+        _check_name("purpose", self.purpose)
+        _check_address("sender", self.sender)
+        _check_address("recipient", self.recipient)
+        _check_uuid("in_reply_to", self.in_reply_to)
+        if self.consent is not None:
+            c = self.consent
+            if not isinstance(c, dict) or set(c) != {"status", "ground"}:
+                raise _bad("consent", "not null or {status, ground}")
+            if c["status"] not in CONSENT_STATUSES:
+                raise _bad("consent.status", "not a consent status")
+            _check_name("consent.ground", c["ground"])
+            # Key order is part of the bytes; a dict given in another order is
+            # the same consent, so it is normalised rather than refused.
+            object.__setattr__(self, "consent", {"status": c["status"], "ground": c["ground"]})
+        if self.subject_informed is not None and not isinstance(self.subject_informed, bool):
+            raise _bad("subject_informed", "not a boolean")
+        if self.data_categories is not None:
+            cats = self.data_categories
+            if not isinstance(cats, list | tuple):
+                raise _bad("data_categories", "not a list")
+            for cat in cats:
+                _check_name("data_categories", cat, nullable=False)
+            if any(a >= b for a, b in pairwise(cats)):
+                raise _bad("data_categories", "not sorted without repeats")
+            object.__setattr__(self, "data_categories", list(cats))
+        _check_hex("header_sha256", self.header_sha256, nullable=False)
+        _check_hex("payload_sha256", self.payload_sha256, nullable=True)
+        if not _is_int(self.registry_version) or self.registry_version < 0:
+            raise _bad("registry_version", "not a non-negative integer")
+        if self.message_id is None and (self.decision != "refused"
+                                        or self.reason not in UNREADABLE_REASONS):
+            raise _bad("message_id", "null only for a body refused at check 1")
 
     def to_bytes(self) -> bytes:
+        """The entry bytes: compact UTF-8 JSON, keys in the order of 6.1, no newline."""
+        return self._bytes
+
+    @cached_property
+    def _bytes(self) -> bytes:
         doc = {name: getattr(self, name) for name in ENTRY_FIELDS}
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=True,
+                          allow_nan=False).encode("ascii")
+
+    @cached_property
+    def leaf_hash(self) -> bytes:
+        """SHA-256(0x00 || entry bytes)."""
+        return merkle.leaf_hash(self._bytes)
 
     @property
-    def leaf_hash(self) -> bytes:
-        return merkle.leaf_hash(self.to_bytes())
-
-    @classmethod
-    def from_draft(cls, draft: EntryDraft, seq: int) -> Entry:
-        return cls(seq=seq, **{f.name: getattr(draft, f.name) for f in fields(EntryDraft)})
+    def time(self) -> datetime:
+        """``at`` as an aware UTC datetime."""
+        return datetime.strptime(self.at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Entry:
-        """Parse entry bytes; they must be exactly what :meth:`to_bytes` writes.
+        """Parse entry bytes, which must be exactly what :meth:`to_bytes` gives.
 
         Raises:
-            TransferLogError: not an entry in its one canonical form.
+            EntryFormatError: not JSON, other fields or order, a field out of form,
+                or not the canonical bytes (spaces, escapes, duplicate keys...).
         """
         try:
-            doc = json.loads(data)
-        except ValueError as e:
-            raise TransferLogError("an entry is not JSON") from e
-        if not isinstance(doc, dict) or tuple(doc) != ENTRY_FIELDS:
-            raise TransferLogError("an entry has exactly the fields of wire spec 6.1, in order")
-        if not isinstance(doc["seq"], int) or isinstance(doc["seq"], bool):
-            raise TransferLogError("an entry's seq is an integer")
+            doc = json.loads(bytes(data).decode("ascii"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise EntryFormatError("entry: not ASCII JSON") from e
+        if type(doc) is not dict or tuple(doc) != ENTRY_FIELDS:
+            raise EntryFormatError("entry: not exactly the fields of wire spec 6.1 in order")
         entry = cls(**doc)
-        if entry.to_bytes() != data:
-            raise TransferLogError("an entry is not in canonical form")
+        # Duplicate keys, whitespace, escapes and number spellings all change
+        # the bytes: the one canonical form is what was hashed.
+        if entry._bytes != data:
+            raise EntryFormatError("entry: not in canonical form")
         return entry
 
+    @classmethod
+    def from_draft(cls, draft: EntryDraft, seq: int) -> Entry:
+        return cls(seq, *(getattr(draft, name) for name in _DRAFT_FIELDS))
+
     def logged(self) -> LoggedMessage:
+        """What the policy sees of this entry (for entries that name a message id)."""
         return LoggedMessage(
-            message_id=self.message_id or "", header_sha256=self.header_sha256,
-            kind=self.kind, decision=self.decision, reason=self.reason,  # type: ignore[arg-type]
-            protocol=self.protocol, purpose=self.purpose, sender=self.sender,
-            recipient=self.recipient)
+            message_id=MessageId(self.message_id or ""), header_sha256=self.header_sha256,
+            kind=self.kind,  # type: ignore[arg-type]  # validated against KINDS
+            decision=self.decision, reason=self.reason, protocol=self.protocol,
+            purpose=self.purpose, sender=self.sender, recipient=self.recipient)
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """How a decision's envelope arrived: no personal data, enough to re-run every check."""
+    """How a decided envelope arrived: header bytes and signatures as received, the
+    AMQP ``user_id``, and the SHA-256 of the whole body. No payload, no personal data.
+
+    ``header`` and ``signatures`` are ``None`` when the body could not be read.
+    """
 
     header: bytes | None
     signatures: list[dict[str, str]] | None
     user_id: str | None
     body_sha256: str
 
+    def __post_init__(self) -> None:
+        if self.header is not None and not isinstance(self.header, bytes | bytearray):
+            raise EntryFormatError("evidence.header: not bytes")
+        if self.signatures is not None and (not isinstance(self.signatures, list) or not all(
+                isinstance(s, dict) and set(s) == {"key", "sig"}
+                and all(isinstance(v, str) for v in s.values()) for s in self.signatures)):
+            raise EntryFormatError("evidence.signatures: not a list of {key, sig}")
+        if self.user_id is not None and not isinstance(self.user_id, str):
+            raise EntryFormatError("evidence.user_id: not text")
+        if not isinstance(self.body_sha256, str) or not _HEX64.fullmatch(self.body_sha256):
+            raise EntryFormatError("evidence.body_sha256: not a lowercase hex SHA-256")
+
+
+# --- tables ----------------------------------------------------------------------------
 
 _meta = sa.MetaData()
+# On SQLite "INTEGER PRIMARY KEY" makes seq the rowid: no second index.
+_Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 _entries = sa.Table(
-    "log_entries", _meta,
-    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("message_id", sa.String(36), index=True),
+    "entries", _meta,
+    sa.Column("seq", _Seq, primary_key=True, autoincrement=False),
+    sa.Column("message_id", sa.String(36), nullable=True),
     sa.Column("header_sha256", sa.String(64), nullable=False),
     sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
     sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Index("entries_message_id", "message_id"),
+    # Bodies that could not be read have no message id; their redeliveries are
+    # found by header_sha256 (the body's hash) alone.
+    sa.Index("entries_header_sha256", "header_sha256"),
 )
 _evidence = sa.Table(
-    "log_evidence", _meta,
-    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("header", sa.LargeBinary),
-    sa.Column("signatures", sa.Text),
-    sa.Column("user_id", sa.String(100)),
+    "evidence", _meta,
+    sa.Column("seq", _Seq, primary_key=True, autoincrement=False),
+    sa.Column("header", sa.LargeBinary, nullable=True),
+    sa.Column("signatures", sa.Text, nullable=True),
+    sa.Column("user_id", sa.String(255), nullable=True),
     sa.Column("body_sha256", sa.String(64), nullable=False),
 )
 _frontier = sa.Table(
-    "log_frontier", _meta,
+    "frontier", _meta,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("hashes", sa.Text, nullable=False),
+    sa.Column("hashes", sa.LargeBinary, nullable=False),
 )
 _checkpoints = sa.Table(
-    "log_checkpoints", _meta,
-    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    "checkpoints", _meta,
+    sa.Column("size", _Seq, primary_key=True, autoincrement=False),
     sa.Column("note", sa.Text, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.String(40), nullable=False),
 )
+_APPEND_ONLY = ("entries", "evidence", "checkpoints")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _append_only_ddl(dialect: str) -> list[str]:
+    """Triggers that refuse UPDATE and DELETE: a guard against accidents, not against
+    someone who can drop them (the tree and its signed checkpoints are that guard)."""
+    if dialect == "sqlite":
+        return [
+            f"CREATE TRIGGER IF NOT EXISTS {t}_no_{op.lower()} BEFORE {op} ON {t} "
+            f"BEGIN SELECT RAISE(ABORT, 'the transfer log is append-only'); END"
+            for t in _APPEND_ONLY for op in ("UPDATE", "DELETE")]
+    return [
+        "CREATE OR REPLACE FUNCTION infoshare_append_only() RETURNS trigger AS $$ "
+        "BEGIN RAISE EXCEPTION 'the transfer log is append-only'; END $$ LANGUAGE plpgsql",
+        *(f"CREATE OR REPLACE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} "
+          f"FOR EACH ROW EXECUTE FUNCTION infoshare_append_only()" for t in _APPEND_ONLY),
+    ]
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
 
 
-def _frontier_doc(cr: merkle.CompactRange) -> str:
-    return json.dumps([h.hex() for h in cr.hashes])
+def _engine_for(url: str, *, must_exist: bool) -> Engine:
+    if "://" not in url:
+        url = f"sqlite:///{url}"  # a plain path is a SQLite file
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            # Each pooled connection would get its own empty database.
+            raise TransferLogError("the transfer log on SQLite needs a file")
+        if must_exist and not Path(parsed.database).is_file():
+            # Connecting would create an empty database where a log was expected.
+            raise TransferLogError("there is no transfer log at this URL")
+        # The driver must not begin transactions itself: writers begin with
+        # BEGIN IMMEDIATE, which takes the write lock before reading the frontier.
+        engine = sa.create_engine(parsed, isolation_level="AUTOCOMMIT",
+                                  connect_args={"check_same_thread": False, "timeout": 60})
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+    if parsed.get_backend_name() != "postgresql":
+        raise TransferLogError("the transfer log runs on SQLite or PostgreSQL")
+    return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+def _aware(now: datetime) -> datetime:
+    # Times are UTC throughout; a naive one is taken as UTC rather than local time.
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+def _evidence_row(seq: int, ev: Evidence) -> dict[str, Any]:
+    return {"seq": seq, "header": None if ev.header is None else bytes(ev.header),
+            "signatures": None if ev.signatures is None else json.dumps(
+                ev.signatures, separators=(",", ":")),
+            "user_id": ev.user_id, "body_sha256": ev.body_sha256}
+
+
+def _evidence_of(row: Any) -> Evidence:
+    return Evidence(header=None if row.header is None else bytes(row.header),
+                    signatures=None if row.signatures is None else json.loads(row.signatures),
+                    user_id=row.user_id, body_sha256=row.body_sha256)
+
+
+def _read_frontier(conn: Connection) -> merkle.CompactRange:
+    row = conn.execute(sa.select(_frontier.c.hashes).where(_frontier.c.id == 1)).first()
+    if row is None:
+        raise TransferLogError("the transfer log has no frontier row: not initialised")
+    try:
+        return merkle.CompactRange.from_bytes(bytes(row.hashes))
+    except ValueError as e:
+        raise TransferLogError("the transfer log's frontier row is damaged") from e
+
+
+def _find(conn: Connection, message_id: str) -> list[Entry]:
+    rows = conn.execute(sa.select(_entries.c.body).where(_entries.c.message_id == message_id)
+                        .order_by(_entries.c.seq)).all()
+    return [Entry.from_bytes(bytes(r.body)) for r in rows]
+
+
+def _find_logged(conn: Connection, message_id: str | None, header_sha256: str,
+                 body_sha256: str, user_id: str | _Any | None) -> Entry | None:
+    mid = (_entries.c.message_id.is_(None) if message_id is None
+           else _entries.c.message_id == message_id)
+    where = [mid, _entries.c.header_sha256 == header_sha256,
+             _evidence.c.body_sha256 == body_sha256]
+    if user_id is None:
+        where.append(_evidence.c.user_id.is_(None))
+    elif not isinstance(user_id, _Any):
+        where.append(_evidence.c.user_id == user_id)
+    row = conn.execute(sa.select(_entries.c.body)
+                       .join(_evidence, _evidence.c.seq == _entries.c.seq)
+                       .where(*where).order_by(_entries.c.seq).limit(1)).first()
+    return None if row is None else Entry.from_bytes(bytes(row.body))
+
+
+def _latest_checkpoint(conn: Connection) -> Any:
+    return conn.execute(sa.select(_checkpoints.c.size, _checkpoints.c.note,
+                                  _checkpoints.c.created_at)
+                        .order_by(_checkpoints.c.size.desc()).limit(1)).first()
+
+
+# --- writing ---------------------------------------------------------------------------
 
 
 class LogBatch:
-    """Appends inside one write transaction; ``find`` sees them before they commit."""
+    """Appends inside one locked write transaction. Not thread-safe: one batch, one thread.
 
-    def __init__(self, log: TransferLog, conn: Connection, frontier: merkle.CompactRange,
-                 now: datetime) -> None:
-        self._log = log
+    ``find`` and ``find_logged`` see the committed log and this batch's own
+    appends, so the policy judges each message against everything before it.
+    """
+
+    def __init__(self, conn: Connection, frontier: merkle.CompactRange,
+                 sign: Callable[[int, bytes], str] | None, last_checkpoint: int) -> None:
         self._conn = conn
         self._frontier = frontier
-        self._now = now
-        self._entries: list[Entry] = []
-        self._evidence: list[Evidence] = []
-        self._checkpoints: list[tuple[int, str]] = []
+        self._sign = sign
+        self._last_checkpoint = last_checkpoint
+        self._pending: list[tuple[Entry, Evidence]] = []
+        self._by_mid: dict[str | None, list[int]] = {}
+        self._checkpoints: list[dict[str, Any]] = []
+
+    @property
+    def size(self) -> int:
+        """The log's size including this batch's appends."""
+        return self._frontier.size
 
     def find(self, message_id: str) -> list[LoggedMessage]:
-        committed = self._log._find(self._conn, message_id)
-        return committed + [e.logged() for e in self._entries if e.message_id == message_id]
+        """Entries naming ``message_id``, oldest first (a ``policy.LogView``)."""
+        found = [e.logged() for e in _find(self._conn, message_id)]
+        found += [self._pending[i][0].logged() for i in self._by_mid.get(message_id, ())]
+        return found
 
     def find_logged(self, message_id: str | None, header_sha256: str, body_sha256: str,
-                    user_id: str | None) -> Entry | None:
-        for e, ev in zip(self._entries, self._evidence, strict=True):
-            if (e.message_id == message_id and e.header_sha256 == header_sha256
-                    and ev.body_sha256 == body_sha256 and ev.user_id == user_id):
+                    user_id: str | _Any | None = ANY_USER) -> Entry | None:
+        """The entry of an earlier delivery of this very message (wire spec 6.3), or None.
+
+        Matches on message id (``None`` for a body that could not be read),
+        header hash and body hash, and, unless ``user_id`` is ``ANY_USER``, on
+        the AMQP user that published it: a copy of another unit's envelope
+        published by someone else is then never taken for a redelivery.
+        """
+        found = _find_logged(self._conn, message_id, header_sha256, body_sha256, user_id)
+        if found is not None:
+            return found
+        for i in self._by_mid.get(message_id, ()):
+            e, ev = self._pending[i]
+            if (e.header_sha256 == header_sha256 and ev.body_sha256 == body_sha256
+                    and (isinstance(user_id, _Any) or ev.user_id == user_id)):
                 return e
-        return self._log._find_logged(self._conn, message_id, header_sha256, body_sha256,
-                                      user_id)
+        return None
 
     def append(self, draft: EntryDraft, evidence: Evidence) -> Entry:
+        """Give ``draft`` the next seq and add it; committed when the batch exits cleanly.
+
+        Raises:
+            EntryFormatError: the draft is not an entry of wire spec 6.1.
+        """
+        if not isinstance(evidence, Evidence):
+            raise TypeError("evidence must be an Evidence")
         entry = Entry.from_draft(draft, self._frontier.size)
         self._frontier.append(entry.leaf_hash)
-        if self._frontier.size % CHECKPOINT_EVERY == 0:
-            self._checkpoints.append((self._frontier.size, self._log._sign(
-                self._frontier.size, self._frontier.root())))
-        self._entries.append(entry)
-        self._evidence.append(evidence)
+        self._by_mid.setdefault(entry.message_id, []).append(len(self._pending))
+        self._pending.append((entry, evidence))
+        size = self._frontier.size
+        if self._sign is not None and size - self._last_checkpoint >= CHECKPOINT_EVERY:
+            # Signed here, in the batch's transaction, so that no more than 1,000
+            # entries ever follow the last checkpoint (wire spec 6.2), however
+            # the router sizes its batches. The entry's time dates it.
+            self._checkpoints.append({
+                "size": size, "note": self._sign(size, self._frontier.root()),
+                "created_at": entry.time.isoformat()})
+            self._last_checkpoint = size
         return entry
 
     def _flush(self) -> None:
-        if not self._entries:
+        if not self._pending:
             return
-        rows = []
-        for e in self._entries:
-            body = e.to_bytes()
-            rows.append({"seq": e.seq, "message_id": e.message_id,
-                         "header_sha256": e.header_sha256, "leaf_hash": merkle.leaf_hash(body),
-                         "body": body})
-        self._conn.execute(_entries.insert(), rows)
+        # One executemany per table: the driver batches the rows (psycopg 3
+        # pipelines them; sqlite3 steps one prepared statement).
+        self._conn.execute(_entries.insert(), [
+            {"seq": e.seq, "message_id": e.message_id, "header_sha256": e.header_sha256,
+             "leaf_hash": e.leaf_hash, "body": e.to_bytes()} for e, _ in self._pending])
         self._conn.execute(_evidence.insert(), [
-            {"seq": e.seq, "header": ev.header,
-             "signatures": None if ev.signatures is None else json.dumps(ev.signatures),
-             "user_id": ev.user_id, "body_sha256": ev.body_sha256}
-            for e, ev in zip(self._entries, self._evidence, strict=True)])
+            _evidence_row(e.seq, ev) for e, ev in self._pending])
         self._conn.execute(_frontier.update().where(_frontier.c.id == 1).values(
-            size=self._frontier.size, hashes=_frontier_doc(self._frontier)))
+            size=self._frontier.size, hashes=self._frontier.to_bytes()))
         if self._checkpoints:
-            self._conn.execute(_checkpoints.insert(), [
-                {"size": size, "note": note, "created_at": self._now}
-                for size, note in self._checkpoints])
+            self._conn.execute(_checkpoints.insert(), self._checkpoints)
+
+
+# --- the log ---------------------------------------------------------------------------
 
 
 class TransferLog:
-    """The log on SQLite (a file URL) or PostgreSQL (a ``postgresql+psycopg://`` URL)."""
+    """The transfer log on SQLite or PostgreSQL. Thread-safe: every call takes its own
+    connection from the pool, and writers serialise on the database's lock."""
 
-    def __init__(self, engine: Engine, *, signer: NoteSigner, origin: str) -> None:
+    def __init__(self, engine: Engine, *, signer: NoteSigner | None, origin: str) -> None:
         self._engine = engine
         self._signer = signer
         self._origin = origin
         self._sqlite = engine.dialect.name == "sqlite"
-        self._local = threading.local()
 
     @classmethod
-    def open(cls, url: str, *, signer: NoteSigner, origin: str) -> TransferLog:
-        """Open (creating if needed) the log at ``url``.
+    def open(cls, url: str, *, signer: NoteSigner | None, origin: str) -> TransferLog:
+        """Open the log at ``url`` (a SQLAlchemy URL or a SQLite file path).
+
+        With a ``signer`` the tables are created if missing. Without one the
+        log is opened to read (and to prove inclusion): it must exist, and
+        :meth:`checkpoint` refuses.
 
         Raises:
-            TransferLogError: the database cannot be reached or set up.
+            TransferLogError: the database cannot be reached, set up or found.
         """
+        if signer is not None and (not origin or "\n" in origin):
+            raise TransferLogError("a log that signs checkpoints needs a one-line origin")
+        engine = _engine_for(url, must_exist=signer is None)
+        log = cls(engine, signer=signer, origin=origin)
         try:
-            if url.startswith("sqlite"):
-                # Transactions are begun by hand (BEGIN IMMEDIATE takes the write
-                # lock up front), so the driver must not begin them itself.
-                engine = sa.create_engine(url, isolation_level="AUTOCOMMIT",
-                                          connect_args={"check_same_thread": False,
-                                                        "timeout": 30})
-                sa.event.listen(engine, "connect", _sqlite_pragmas)
+            if signer is None:
+                with engine.connect() as conn:
+                    if not sa.inspect(conn).has_table("frontier"):
+                        raise TransferLogError("there is no transfer log at this URL")
+                    _read_frontier(conn)
             else:
-                engine = sa.create_engine(url, pool_pre_ping=True)
-            _meta.create_all(engine)
-            log = cls(engine, signer=signer, origin=origin)
-            with log._write() as conn:
-                if conn.execute(sa.select(_frontier.c.id)).first() is None:
-                    conn.execute(_frontier.insert().values(id=1, size=0, hashes="[]"))
+                with log._write() as conn:
+                    _meta.create_all(conn)
+                    for statement in _append_only_ddl(engine.dialect.name):
+                        conn.exec_driver_sql(statement)
+                    if conn.execute(sa.select(_frontier.c.id)).first() is None:
+                        conn.execute(_frontier.insert().values(
+                            id=1, size=0, hashes=merkle.CompactRange().to_bytes()))
+        except TransferLogError:
+            engine.dispose()
+            raise
         except sa.exc.SQLAlchemyError as e:
-            raise TransferLogError(f"cannot open the transfer log ({type(e).__name__})") from e
+            engine.dispose()
+            raise TransferLogError(
+                f"cannot open the transfer log ({type(e).__name__})") from e
         return log
 
     def close(self) -> None:
@@ -270,192 +661,253 @@ class TransferLog:
         return self._origin
 
     @property
-    def verifier(self) -> NoteVerifier:
-        return self._signer.verifier
+    def can_sign(self) -> bool:
+        return self._signer is not None
 
-    # --- writing ------------------------------------------------------------------------
+    @property
+    def verifier(self) -> NoteVerifier:
+        """The note verifier key of this log's checkpoints.
+
+        Raises:
+            TransferLogError: the log was opened without a signer.
+        """
+        if self._signer is None:
+            raise TransferLogError("the transfer log was opened without its key")
+        return self._signer.verifier
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
-            if self._sqlite:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.exec_driver_sql("ROLLBACK")
-                    raise
-                conn.exec_driver_sql("COMMIT")
-            else:
-                with conn.begin():
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-                    yield conn
-
-    def _read_frontier(self, conn: Connection) -> merkle.CompactRange:
-        row = conn.execute(sa.select(_frontier.c.size, _frontier.c.hashes)
-                           .where(_frontier.c.id == 1)).one()
-        return merkle.CompactRange(int(row.size), [bytes.fromhex(h)
-                                                   for h in json.loads(row.hashes)])
+        """A transaction holding the log's write lock; commits on a clean exit."""
+        try:
+            with self._engine.connect() as conn:
+                if self._sqlite:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                    except BaseException:
+                        conn.exec_driver_sql("ROLLBACK")
+                        raise
+                    conn.exec_driver_sql("COMMIT")
+                else:
+                    with conn.begin():
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
+                                     {"k": _LOCK_KEY})
+                        # Durable whatever the server's default: an entry is
+                        # acknowledged to the router only once it is on disk.
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit TO on")
+                        yield conn
+        except sa.exc.SQLAlchemyError as e:
+            raise TransferLogError(f"transfer log write failed ({type(e).__name__})") from e
 
     @contextmanager
-    def batch(self, now: datetime | None = None) -> Iterator[LogBatch]:
-        """A write transaction: append entries, commit them durably on a clean exit."""
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as e:
+            raise TransferLogError(f"transfer log read failed ({type(e).__name__})") from e
+
+    @contextmanager
+    def batch(self) -> Iterator[LogBatch]:
+        """One write transaction holding the log's lock; commits durably on a clean exit
+        and rolls back (leaving nothing) on an exception.
+
+        Raises:
+            TransferLogError: the database failed; nothing of the batch is logged.
+        """
         with self._write() as conn:
-            batch = LogBatch(self, conn, self._read_frontier(conn), now or datetime.now(UTC))
-            yield batch
-            batch._flush()
+            last = _latest_checkpoint(conn)
+            b = LogBatch(conn, _read_frontier(conn), None if self._signer is None else self._sign,
+                         0 if last is None else int(last.size))
+            yield b
+            b._flush()
 
     def _sign(self, size: int, root: bytes) -> str:
+        assert self._signer is not None
         return self._signer.sign(Checkpoint(self._origin, size, root).text())
 
+    # --- checkpoints ------------------------------------------------------------------
+
     def checkpoint_if_due(self, now: datetime) -> str | None:
-        """Sign a checkpoint of the current size if 10 s have passed with new entries."""
-        last = self._last_checkpoint_row()
-        size = self.size()
-        if size == 0 or (last is not None and last[0] >= size):
-            return None
-        if last is not None and now - _aware(last[1]) < CHECKPOINT_INTERVAL:
-            return None
-        return self.checkpoint(now)
+        """Sign a checkpoint when 1,000 entries arrived since the last one, or 10 s passed
+        since it and any entry arrived (wire spec 6.2). Returns the new note, else None.
+
+        Raises:
+            TransferLogError: the log was opened without its key, or the database failed.
+        """
+        now = _aware(now)
+        # A cheap look first without the lock: most calls find nothing due.
+        with self._read() as conn:
+            if not self._due(conn, now):
+                return None
+        with self._write() as conn:
+            if not self._due(conn, now):  # another writer may have signed meanwhile
+                return None
+            return self._sign_current(conn, now)
+
+    def _due(self, conn: Connection, now: datetime) -> bool:
+        size = _read_frontier(conn).size
+        last = _latest_checkpoint(conn)
+        if last is None:
+            return size > 0
+        grown = size - int(last.size)
+        if grown <= 0:
+            return False
+        if grown >= CHECKPOINT_EVERY:
+            return True
+        return now - datetime.fromisoformat(last.created_at) >= CHECKPOINT_INTERVAL
 
     def checkpoint(self, now: datetime) -> str:
-        """Sign a checkpoint of the current size now (or return the one that exists)."""
-        with self._write() as conn:
-            frontier = self._read_frontier(conn)
-            existing = conn.execute(sa.select(_checkpoints.c.note)
-                                    .where(_checkpoints.c.size == frontier.size)).first()
-            if existing is not None:
-                return str(existing.note)
-            note = self._sign(frontier.size, frontier.root())
-            conn.execute(_checkpoints.insert().values(size=frontier.size, note=note,
-                                                      created_at=now))
-            return note
+        """A signed checkpoint of the current size: a new one, or the last if it has that size.
 
-    # --- reading ------------------------------------------------------------------------
-
-    def _find(self, conn: Connection, message_id: str) -> list[LoggedMessage]:
-        rows = conn.execute(sa.select(_entries.c.body).where(_entries.c.message_id == message_id)
-                            .order_by(_entries.c.seq)).all()
-        return [Entry.from_bytes(bytes(r.body)).logged() for r in rows]
-
-    def _find_logged(self, conn: Connection, message_id: str | None, header_sha256: str,
-                     body_sha256: str, user_id: str | None) -> Entry | None:
-        """The entry of an earlier delivery of this very ingress message, if logged.
-
-        Wire spec 6.3 matches on message id and header hash; the body hash and
-        the publishing user narrow that to the same AMQP message, so that a
-        copy of someone's envelope published by another unit (refused as
-        ``sender_mismatch``) never stands in for the real one.
+        Raises:
+            TransferLogError: the log was opened without its key, or the database failed.
         """
-        mid = (_entries.c.message_id.is_(None) if message_id is None
-               else _entries.c.message_id == message_id)
-        user = (_evidence.c.user_id.is_(None) if user_id is None
-                else _evidence.c.user_id == user_id)
-        row = conn.execute(
-            sa.select(_entries.c.body)
-            .join(_evidence, _evidence.c.seq == _entries.c.seq)
-            .where(mid, user, _entries.c.header_sha256 == header_sha256,
-                   _evidence.c.body_sha256 == body_sha256)
-            .order_by(_entries.c.seq).limit(1)).first()
-        return None if row is None else Entry.from_bytes(bytes(row.body))
+        with self._write() as conn:
+            return self._sign_current(conn, _aware(now))
+
+    def _sign_current(self, conn: Connection, now: datetime) -> str:
+        if self._signer is None:
+            raise TransferLogError("the transfer log was opened without its key: cannot sign")
+        frontier = _read_frontier(conn)
+        last = _latest_checkpoint(conn)
+        if last is not None and int(last.size) == frontier.size:
+            return str(last.note)
+        note = self._sign(frontier.size, frontier.root())
+        conn.execute(_checkpoints.insert().values(size=frontier.size, note=note,
+                                                  created_at=now.isoformat()))
+        return note
+
+    def checkpoints(self, upto: int | None = None) -> list[str]:
+        """Every checkpoint note, oldest (smallest) first; only sizes <= ``upto`` if given."""
+        q = sa.select(_checkpoints.c.note).order_by(_checkpoints.c.size)
+        if upto is not None:
+            q = q.where(_checkpoints.c.size <= upto)
+        with self._read() as conn:
+            return [str(r.note) for r in conn.execute(q)]
+
+    def latest_checkpoint(self) -> str | None:
+        with self._read() as conn:
+            last = _latest_checkpoint(conn)
+        return None if last is None else str(last.note)
+
+    def checkpoint_at(self, size: int) -> str | None:
+        with self._read() as conn:
+            row = conn.execute(sa.select(_checkpoints.c.note)
+                               .where(_checkpoints.c.size == size)).first()
+        return None if row is None else str(row.note)
+
+    # --- reading ----------------------------------------------------------------------
 
     def find(self, message_id: str) -> list[LoggedMessage]:
-        with self._engine.connect() as conn:
-            return self._find(conn, message_id)
+        """Committed entries naming ``message_id``, oldest first (a ``policy.LogView``)."""
+        with self._read() as conn:
+            return [e.logged() for e in _find(conn, message_id)]
+
+    def find_entries(self, message_id: str) -> list[Entry]:
+        """Committed entries naming ``message_id``, oldest first."""
+        with self._read() as conn:
+            return _find(conn, message_id)
 
     def find_logged(self, message_id: str | None, header_sha256: str, body_sha256: str,
-                    user_id: str | None) -> Entry | None:
-        with self._engine.connect() as conn:
-            return self._find_logged(conn, message_id, header_sha256, body_sha256, user_id)
+                    user_id: str | _Any | None = ANY_USER) -> Entry | None:
+        """Like :meth:`LogBatch.find_logged`, over committed entries."""
+        with self._read() as conn:
+            return _find_logged(conn, message_id, header_sha256, body_sha256, user_id)
 
     def size(self) -> int:
-        with self._engine.connect() as conn:
-            return self._read_frontier(conn).size
+        with self._read() as conn:
+            return _read_frontier(conn).size
 
     def entry(self, seq: int) -> Entry:
-        with self._engine.connect() as conn:
+        """Raises: TransferLogError: no entry ``seq``."""
+        with self._read() as conn:
             row = conn.execute(sa.select(_entries.c.body).where(_entries.c.seq == seq)).first()
         if row is None:
             raise TransferLogError(f"no entry {seq}")
         return Entry.from_bytes(bytes(row.body))
 
-    def entries(self, start: int = 0, end: int | None = None,
-                chunk: int = 10_000) -> Iterator[bytes]:
-        """The exact entry bytes of ``seq`` in [start, end), in order."""
-        end = self.size() if end is None else end
-        pos = start
-        while pos < end:
-            upto = min(end, pos + chunk)
-            with self._engine.connect() as conn:
-                rows = conn.execute(sa.select(_entries.c.body)
-                                    .where(_entries.c.seq >= pos, _entries.c.seq < upto)
-                                    .order_by(_entries.c.seq)).all()
-            for r in rows:
-                yield bytes(r.body)
+    def evidence(self, seq: int) -> Evidence:
+        """Raises: TransferLogError: no entry ``seq``."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(_evidence).where(_evidence.c.seq == seq)).first()
+        if row is None:
+            raise TransferLogError(f"no evidence for entry {seq}")
+        return _evidence_of(row)
+
+    def _pages(self, table: sa.Table, columns: Sequence[sa.ColumnElement[Any]], start: int,
+               end: int | None) -> Iterator[Any]:
+        # Short queries by seq range rather than one long cursor: entries never
+        # change, so pages are consistent, and no transaction stays open while
+        # the caller works (a long reader would hold back SQLite's WAL).
+        size = self.size()
+        stop = size if end is None else min(end, size)
+        pos = max(0, start)
+        while pos < stop:
+            upto = min(stop, pos + _PAGE)
+            with self._read() as conn:
+                rows = conn.execute(sa.select(*columns).where(
+                    table.c.seq >= pos, table.c.seq < upto).order_by(table.c.seq)).all()
+            if len(rows) != upto - pos:
+                raise TransferLogError(f"entries {pos}..{upto - 1} are not all present")
+            yield from rows
             pos = upto
 
-    def evidence(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Evidence]]:
-        end = self.size() if end is None else end
-        with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(_evidence).where(
-                _evidence.c.seq >= start, _evidence.c.seq < end).order_by(_evidence.c.seq))
-            for r in rows:
-                yield int(r.seq), Evidence(
-                    header=None if r.header is None else bytes(r.header),
-                    signatures=None if r.signatures is None else json.loads(r.signatures),
-                    user_id=r.user_id, body_sha256=r.body_sha256)
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The exact bytes of entries ``start`` to ``end - 1``; ``end`` is at most (and by
+        default) the size when the call is made."""
+        for r in self._pages(_entries, [_entries.c.body], start, end):
+            yield bytes(r.body)
 
-    def leaf_hashes(self, size: int | None = None) -> list[bytes]:
-        size = self.size() if size is None else size
-        with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(_entries.c.leaf_hash).where(_entries.c.seq < size)
-                                .order_by(_entries.c.seq)).all()
-        return [bytes(r.leaf_hash) for r in rows]
+    def evidences(self, start: int = 0, end: int | None = None
+                  ) -> Iterator[tuple[int, Evidence]]:
+        """``(seq, evidence)`` of entries ``start`` to ``end - 1``, in order."""
+        for r in self._pages(_evidence, list(_evidence.c), start, end):
+            yield int(r.seq), _evidence_of(r)
+
+    def leaf_hashes(self, start: int = 0, end: int | None = None) -> list[bytes]:
+        return [bytes(r.leaf_hash)
+                for r in self._pages(_entries, [_entries.c.leaf_hash], start, end)]
 
     def root(self, size: int | None = None) -> bytes:
-        with self._engine.connect() as conn:
-            frontier = self._read_frontier(conn)
+        """The tree root at ``size`` (default: now). The current root reads no entries.
+
+        Raises:
+            TransferLogError: ``size`` is beyond the log.
+        """
+        with self._read() as conn:
+            frontier = _read_frontier(conn)
         if size is None or size == frontier.size:
             return frontier.root()
-        if not 0 <= size <= frontier.size:
-            raise TransferLogError(f"the log has no tree of size {size}")
-        return merkle.root(self.leaf_hashes(size))
+        self._check_size(size, frontier.size)
+        cr = merkle.CompactRange()
+        for r in self._pages(_entries, [_entries.c.leaf_hash], 0, size):
+            cr.append(bytes(r.leaf_hash))
+        return cr.root()
 
-    def _last_checkpoint_row(self) -> tuple[int, datetime] | None:
-        with self._engine.connect() as conn:
-            row = conn.execute(sa.select(_checkpoints.c.size, _checkpoints.c.created_at)
-                               .order_by(_checkpoints.c.size.desc()).limit(1)).first()
-        return None if row is None else (int(row.size), row.created_at)
-
-    def checkpoints(self) -> list[str]:
-        with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(_checkpoints.c.note)
-                                .order_by(_checkpoints.c.size)).all()
-        return [str(r.note) for r in rows]
-
-    def latest_checkpoint(self) -> str | None:
-        notes = self.checkpoints()
-        return notes[-1] if notes else None
-
-    def checkpoint_at(self, size: int) -> str | None:
-        with self._engine.connect() as conn:
-            row = conn.execute(sa.select(_checkpoints.c.note)
-                               .where(_checkpoints.c.size == size)).first()
-        return None if row is None else str(row.note)
+    def _check_size(self, size: int, current: int | None = None) -> None:
+        current = self.size() if current is None else current
+        if not 0 <= size <= current:
+            raise TransferLogError(f"the log has no tree of size {size} (its size is {current})")
 
     def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
-        return merkle.inclusion_proof(self.leaf_hashes(size), seq, size)
+        """The proof that entry ``seq`` is in the tree of ``size``.
+
+        Raises:
+            TransferLogError: ``seq`` is not below ``size`` or ``size`` beyond the log.
+        """
+        self._check_size(size)
+        if not 0 <= seq < size:
+            raise TransferLogError(f"entry {seq} is not in a tree of size {size}")
+        return merkle.inclusion_proof(self.leaf_hashes(0, size), seq, size)
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
-        return merkle.consistency_proof(self.leaf_hashes(new), old, new)
+        """The proof that the tree of ``old`` is a prefix of the tree of ``new``.
 
-    def seq_of(self, message_id: str) -> Sequence[int]:
-        with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(_entries.c.seq).where(
-                _entries.c.message_id == message_id).order_by(_entries.c.seq)).all()
-        return [int(r.seq) for r in rows]
-
-
-def _aware(t: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything here is stored in UTC.
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+        Raises:
+            TransferLogError: not ``0 <= old <= new <= size``.
+        """
+        self._check_size(new)
+        if not 0 <= old <= new:
+            raise TransferLogError(f"no consistency from size {old} to {new}")
+        return merkle.consistency_proof(self.leaf_hashes(0, new), old, new)
