@@ -30,7 +30,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
@@ -310,12 +310,17 @@ class Router:
         if not self._inbound:
             return
         batch, self._inbound = self._inbound, []
-        now = self._clock()
+        # Entries record whole seconds; deciding at exactly that time lets a
+        # replay re-run the very same decision.
+        now = self._clock().replace(microsecond=0)
         directory = self._directory.current
         results: list[tuple[_Inbound, Entry, ParsedEnvelope | None]] = []
+        # Parsing is pure: done before the log's lock is taken.
+        parsed = [(msg, _parse(msg.body)) for msg in batch]
         with self._log.batch() as lb:
-            for msg in batch:
-                entry, env, again = self._decide_and_append(lb, msg, directory, now)
+            lb.prefetch(_ids_to_look_up(outcome for _, outcome in parsed))
+            for msg, outcome in parsed:
+                entry, env, again = self._decide_and_append(lb, msg, outcome, directory, now)
                 results.append((msg, entry, env))
                 if again:
                     self.stats.redelivered += 1
@@ -333,15 +338,12 @@ class Router:
         self._log.checkpoint_if_due(now)
 
     def _decide_and_append(
-        self, lb: LogBatch, msg: _Inbound, directory: Directory, now: datetime
+        self, lb: LogBatch, msg: _Inbound, outcome: ParsedEnvelope | Reason,
+        directory: Directory, now: datetime
     ) -> tuple[Entry, ParsedEnvelope | None, bool]:
         body_sha = hashlib.sha256(msg.body).hexdigest()
-        try:
-            env: ParsedEnvelope | None = parse_envelope(msg.body)
-        except EnvelopeRefused as e:
-            env = None
-            refusal = e.reason
-        if env is None:
+        if isinstance(outcome, Reason):
+            refusal = outcome
             logged = lb.find_logged(None, body_sha, body_sha, msg.user_id)
             if logged is not None:
                 return logged, None, True
@@ -351,6 +353,7 @@ class Router:
             _log_decision(entry)
             return entry, None, False
 
+        env = outcome
         header = env.header
         logged = lb.find_logged(header.message_id, env.header_sha256, body_sha, msg.user_id)
         if logged is not None:
@@ -441,9 +444,18 @@ class Router:
         tag = method.delivery_tag
         multiple = bool(method.multiple)
         nack = isinstance(method, pika.spec.Basic.Nack)
-        tags = [t for t in self._awaiting if t <= tag] if multiple else [tag]
+        if multiple:
+            # Publish tags only grow and the dict keeps insertion order: the
+            # confirmed ones are a prefix, so no scan of everything in flight.
+            tags = []
+            for t in self._awaiting:
+                if t > tag:
+                    break
+                tags.append(t)
+        else:
+            tags = [tag]
         ch = self._channel
-        for t in sorted(tags):
+        for t in tags:
             pending = self._awaiting.pop(t, None)
             if pending is None:
                 continue
@@ -465,6 +477,24 @@ class Router:
                 ch.basic_ack(pending.delivery_tag)
         if self._stop.is_set():
             self._maybe_close()
+
+
+def _parse(body: bytes) -> ParsedEnvelope | Reason:
+    try:
+        return parse_envelope(body)
+    except EnvelopeRefused as e:
+        return e.reason
+
+
+def _ids_to_look_up(outcomes: Iterable[ParsedEnvelope | Reason]) -> set[str]:
+    """Every message id a batch's decisions may look up: its own and those it answers."""
+    ids: set[str] = set()
+    for o in outcomes:
+        if isinstance(o, ParsedEnvelope):
+            ids.add(o.header.message_id)
+            if o.header.in_reply_to is not None:
+                ids.add(o.header.in_reply_to)
+    return ids
 
 
 def _unit_of_user(directory: Directory, user_id: str | None) -> str | None:

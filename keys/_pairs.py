@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import NewType
 
 import nacl.exceptions
@@ -99,9 +100,14 @@ class SigningKeyPair:
     def key_id(self) -> KeyId:
         return key_id(self.public)
 
+    @cached_property
+    def _signer(self) -> nacl.signing.SigningKey:
+        # Expanding the seed costs as much as a signature; do it once per pair.
+        return nacl.signing.SigningKey(self.seed)
+
     def sign(self, message: bytes) -> bytes:
         """A detached 64-byte Ed25519 signature over ``message``."""
-        return nacl.signing.SigningKey(self.seed).sign(message).signature
+        return self._signer.sign(message).signature
 
 
 def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:

@@ -17,6 +17,7 @@ Figures are printed as messages/s and as a ratio to the baseline.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pika
 from pika.adapters.blocking_connection import BlockingConnection
@@ -133,15 +135,16 @@ class RawForwarder(Router):
         pending.outstanding = 1
 
 
-def count_arrivals(s: Setup, n: int, done: threading.Event) -> None:
-    """Consume the recipient's inbox until ``n`` envelopes have arrived."""
-    conn = connect(s, amqp_user(RECIPIENT))
+def count_arrivals(url: str, queue: str, n: int, done: Any) -> None:
+    """Consume ``queue`` until ``n`` messages have arrived (run in its own process,
+    so that it does not compete with the router for the interpreter lock)."""
+    conn = BlockingConnection(pika.URLParameters(url))
     ch = conn.channel()
     ch.basic_qos(prefetch_count=1000)
     seen = 0
 
-    def on(ch: pika.channel.Channel, method: pika.spec.Basic.Deliver,
-           props: pika.BasicProperties, body: bytes) -> None:
+    def on(ch: Any, method: pika.spec.Basic.Deliver, props: pika.BasicProperties,
+           body: bytes) -> None:
         nonlocal seen
         seen += 1
         if seen % 100 == 0 or seen >= n:
@@ -149,16 +152,20 @@ def count_arrivals(s: Setup, n: int, done: threading.Event) -> None:
         if seen >= n:
             done.set()
 
-    ch.basic_consume(inbox_name(RECIPIENT), on)
+    ch.basic_consume(queue, on)
     while not done.is_set():
         conn.process_data_events(time_limit=0.05)
     conn.close()
 
 
 def timed_drain(s: Setup, router: Router, n: int) -> float:
-    done = threading.Event()
-    counter = threading.Thread(target=count_arrivals, args=(s, n, done), daemon=True)
+    ctx = multiprocessing.get_context("fork")
+    done = ctx.Event()
+    user = amqp_user(RECIPIENT)
+    url = amqp_url_for(s.amqp_base, user, s.credentials.password(user), VHOST)
+    counter = ctx.Process(target=count_arrivals, args=(url, inbox_name(RECIPIENT), n, done))
     counter.start()
+    time.sleep(0.5)  # let the counter connect before the clock starts
     thread = threading.Thread(target=router.run, daemon=True)
     start = time.perf_counter()
     thread.start()
