@@ -29,7 +29,7 @@ from werkzeug.serving import make_server
 from broker.deployment import Deployment
 from broker.envelope import build_envelope, parse_notice
 from broker.node import RabbitNode
-from broker.topology import Credentials, amqp_url_for, inbox_name, provision
+from broker.topology import Credentials, ManagementAPI, amqp_url_for, inbox_name, provision
 from broker.transfer_log import TransferLog
 from keys import (
     EncryptionKeyPair,
@@ -45,7 +45,7 @@ from registry.store import Store
 
 pytestmark = pytest.mark.faults
 
-VHOST = "infoshare"
+VHOST = "infoshare-test-crash"
 SENDER = "leeds-cc/childrens-social-care"
 RECIPIENT = "wy-police/intelligence-bureau"
 PASSPHRASE = "test passphrase"
@@ -107,6 +107,12 @@ def deployed(rabbit_node: RabbitNode, tmp_path_factory: pytest.TempPathFactory
                credentials=str(home / "credentials.json"), agency_token=token).save(home)
     yield Deployed(home, credentials, amqp_base, sender, recipient, broker_key.public)
     server.shutdown()
+    # Users are node-wide: leave none behind for the other modules.
+    api = ManagementAPI(rabbit_node.management_url, *rabbit_admin)
+    api.delete(f"/api/vhosts/{VHOST}")
+    for user in credentials.users():
+        if not api.get(f"/api/users/{user}/permissions"):
+            api.delete(f"/api/users/{user}")
 
 
 def _router(d: Deployed, **env: str) -> subprocess.Popen[bytes]:
