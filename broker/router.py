@@ -310,10 +310,39 @@ class Router:
         if not self._inbound:
             return
         batch, self._inbound = self._inbound, []
-        # Entries record whole seconds; deciding at exactly that time lets a
-        # replay re-run the very same decision.
         now = self._clock().replace(microsecond=0)
         directory = self._directory.current
+        try:
+            results = self._decide_batch(batch, directory, now)
+        except Exception as e:
+            # The log could not be written (database away) or something
+            # unforeseen failed: nothing of this batch was committed or acked,
+            # so hand it back. A message that fails every time reaches the
+            # queue's delivery limit and is dead-lettered for an operator.
+            log.error("batch of %d returned to the queue (%s)", len(batch), type(e).__name__)
+            log.debug("batch failure", exc_info=True)
+            ch = self._channel
+            if ch is not None and ch.is_open:
+                for msg in batch:
+                    ch.basic_nack(msg.delivery_tag, requeue=True)
+            return
+        if self._fault == "after_append":
+            log.error("fault injection: exiting between append and publish")
+            os._exit(137)
+        for msg, entry, env in results:
+            self._publish_outcome(msg, entry, env, directory)
+        try:
+            self._log.checkpoint_if_due(now)
+        except Exception as e:  # the next tick tries again
+            log.error("checkpoint failed (%s)", type(e).__name__)
+
+    def _decide_batch(self, batch: list[_Inbound], directory: Directory, now: datetime
+                      ) -> list[tuple[_Inbound, Entry, ParsedEnvelope | None]]:
+        """Decide and append a batch in one log transaction; committed on return.
+
+        ``now`` has whole seconds, as entries record them, so that a replay
+        re-runs the very same decision.
+        """
         results: list[tuple[_Inbound, Entry, ParsedEnvelope | None]] = []
         # Parsing is pure: done before the log's lock is taken.
         parsed = [(msg, _parse(msg.body)) for msg in batch]
@@ -330,12 +359,7 @@ class Router:
                     self.stats.refused += 1
                     reason = entry.reason or ""
                     self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
-        if self._fault == "after_append":
-            log.error("fault injection: exiting between append and publish")
-            os._exit(137)
-        for msg, entry, env in results:
-            self._publish_outcome(msg, entry, env, directory)
-        self._log.checkpoint_if_due(now)
+        return results
 
     def _decide_and_append(
         self, lb: LogBatch, msg: _Inbound, outcome: ParsedEnvelope | Reason,

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ class Keys:
 
 @dataclass
 class World:
-    directory: Directory
+    source: list[Directory]  # source[0] is what the router's registry serves
     keys: dict[str, Keys]
     manager: SigningKeyPair
     broker_key: SigningKeyPair
@@ -84,6 +85,14 @@ class World:
     router: Router
     connections: dict[str, BlockingConnection] = field(default_factory=dict)
     stash: dict[str, list[tuple[Any, bytes]]] = field(default_factory=dict)
+
+    @property
+    def directory(self) -> Directory:
+        return self.source[0]
+
+    @directory.setter
+    def directory(self, value: Directory) -> None:
+        self.source[0] = value
 
     def channel(self, unit: str) -> Any:
         conn = self.connections.get(unit)
@@ -195,14 +204,15 @@ def world(rabbit_node: Any, management: Any, amqp_base: str, wy_protocol: Protoc
     log_path: Path = tmp_path_factory.mktemp("router-log") / "log.db"
     log = TransferLog.open(f"sqlite:///{log_path}", signer=NoteSigner(ORIGIN, broker_key),
                            origin=ORIGIN)
+    source = [directory]  # what the router's registry returns; tests may swap it
     router = Router(amqp_url=amqp_url_for(amqp_base, "infoshare-broker",
                                           credentials.password("infoshare-broker"), VHOST),
-                    transfer_log=log, directory=DirectoryHolder(lambda: directory),
-                    broker_key=broker_key)
+                    transfer_log=log, directory=DirectoryHolder(lambda: source[0]),
+                    broker_key=broker_key, directory_refresh=0.2)
+    w = World(source, keys, manager, broker_key, credentials, amqp_base, log, router)
     thread = threading.Thread(target=router.run, daemon=True)
     thread.start()
     assert router.ready.wait(30), "router did not start consuming"
-    w = World(directory, keys, manager, broker_key, credentials, amqp_base, log, router)
     yield w
     router.stop()
     thread.join(timeout=30)
@@ -435,3 +445,48 @@ def test_checkpoints_are_signed_and_cover_the_log(world: World) -> None:
     assert cp.size == world.log.size()
     assert cp.root == world.log.root()
     assert key_id(world.broker_key.public) == world.broker_key.key_id
+
+
+def test_the_router_follows_registry_changes(world: World) -> None:
+    """A key revoked in a newer directory version refuses what it signs from then on."""
+    original = world.directory
+    now = datetime.now(UTC).replace(microsecond=0)
+    revoked = tuple(
+        dataclasses.replace(k, revoked_at=now - timedelta(seconds=1), revocation_reason="lost")
+        if k.key_id == world.keys[LEEDS_CSC].signing.key_id else k for k in original.keys)
+    world.directory = dataclasses.replace(original, version=original.version + 1, keys=revoked)
+    try:
+        deadline = time.monotonic() + 20
+        while world.router._directory.current.version != original.version + 1:
+            assert time.monotonic() < deadline, "the router did not pick up the new version"
+            time.sleep(0.1)
+        body, mid = world.build()
+        notice = _send_and_check(world, LEEDS_CSC, body, mid, "key_not_valid")
+        assert world.log.entry(notice.seq).registry_version == original.version + 1
+        # An older version offered later is ignored: the router never goes back.
+        world.directory = original
+        time.sleep(1.0)
+        assert world.router._directory.current.version == original.version + 1
+    finally:
+        world.directory = dataclasses.replace(original, version=original.version + 2)
+        deadline = time.monotonic() + 20
+        while world.router._directory.current.version != original.version + 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def test_the_router_reconnects_when_its_connection_is_closed(world: World,
+                                                             management: Any) -> None:
+    def router_connections() -> list[dict[str, Any]]:
+        return [c for c in management.get("/api/connections") or []
+                if c.get("user") == "infoshare-broker" and c.get("vhost") == VHOST]
+
+    deadline = time.monotonic() + 20
+    while not router_connections():
+        assert time.monotonic() < deadline, "the router has no connection to close"
+        time.sleep(0.2)
+    for c in router_connections():
+        management.delete(f"/api/connections/{urllib.parse.quote(c['name'], safe='')}")
+    body, mid = world.build()
+    _send_and_check(world, LEEDS_CSC, body, mid, None)
+    world.envelope(POLICE_INTEL, mid)
