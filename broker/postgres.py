@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -39,6 +38,8 @@ from types import TracebackType
 
 import psycopg
 from psycopg import sql
+
+from broker.node import free_ports
 
 __all__ = ["PG_BIN", "PostgresError", "PostgresInstance"]
 
@@ -50,13 +51,6 @@ _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 class PostgresError(Exception):
     """A private PostgreSQL instance could not be set up, started or stopped."""
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _alive(pid: int) -> bool:
@@ -78,7 +72,7 @@ class PostgresInstance:
     def __init__(self, data_dir: Path, *, port: int | None = None, host: str = "127.0.0.1") -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
-        self.port = port if port is not None else _free_port(host)
+        self.port = port if port is not None else free_ports(1, host)[0]
 
     @property
     def pgdata(self) -> Path:
