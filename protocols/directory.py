@@ -10,6 +10,7 @@ and the broker pin the registry's public key and trust nothing unsigned.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -38,6 +39,7 @@ from protocols.model import (
 )
 
 DIRECTORY_CONTEXT = b"infoshare/directory/v1\n"
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", re.ASCII)
 
 Json = dict[str, Any]
 
@@ -49,14 +51,13 @@ def format_time(t: datetime) -> str:
 
 def parse_time(text: str) -> datetime:
     """Parse ``YYYY-MM-DDTHH:MM:SSZ``; raises ValueError on anything else."""
-    if not isinstance(text, str) or len(text) != 20 or not text.endswith("Z"):
+    # A fixed pattern of ASCII digits, then the calendar's own checks: faster
+    # than strptime (this runs for every envelope and entry) and, unlike it,
+    # refuses forms such as "2016-04- 1T..." or non-ASCII digits.
+    if not isinstance(text, str) or _TIME.fullmatch(text) is None:
         raise ValueError(f"not an RFC 3339 UTC time with whole seconds: {text!r}")
-    t = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    # strptime also takes forms such as "2016-04- 1T..."; only the one
-    # canonical text of each time is accepted.
-    if format_time(t) != text:
-        raise ValueError(f"not an RFC 3339 UTC time with whole seconds: {text!r}")
-    return t
+    return datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]),
+                    int(text[14:16]), int(text[17:19]), tzinfo=UTC)
 
 
 def _t(t: datetime | None) -> str | None:
