@@ -12,7 +12,9 @@ The records in the scenario are invented; the demo prints codes and ids only.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import secrets
 import shutil
 import threading
@@ -113,7 +115,9 @@ def run_demo(home: Path, *, keep_running: bool = False, fresh: bool = True) -> i
 
     _say(f"infoshare demo in {home}")
     _say("1. starting a private RabbitMQ node ...")
-    node = RabbitNode(NodeConfig.in_directory(home / "rabbitmq", name="infoshare-demo"))
+    # The pid in the node name lets two demos (or a demo and the tests) run at once.
+    node = RabbitNode(NodeConfig.in_directory(home / "rabbitmq",
+                                              name=f"infoshare-demo-{os.getpid()}"))
     node.start()
     try:
         return _with_node(home, node, now, keep_running)
@@ -214,6 +218,12 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
         for o in outcomes:
             _say(f"   {o.step:<44} {o.kind:<9} {o.purpose:<22} {o.decision}"
                  + (f" ({o.reason})" if o.reason else ""))
+
+        receipts = [e for e in (json.loads(b) for b in transfer_log.entries())
+                    if e["kind"] == "receipt"]
+        routed = sum(1 for e in receipts if e["decision"] == "routed")
+        _say(f"   and {routed} of {len(receipts)} signed receipts, sent back by the units "
+             "that opened the messages, routed")
 
         _say("")
         _say("6. audit: export, verify, replay, report ...")

@@ -1,0 +1,37 @@
+"""The README's first command, end to end: ``infoshare demo``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from broker.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_demo_runs_the_exchange_and_a_clean_audit(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["demo", "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "school -> Leeds early help, no consent: refused (consent_required)" in out
+    assert out.count(": routed") == 5
+    assert "replay: 0 decisions differ" in out
+    assert "verify: ok: 11 entries" in out
+    assert "and 5 of 5 signed receipts" in out
+    # The export is what an auditor takes away: entries and signed checkpoints.
+    entries = (home / "audit-export" / "entries.jsonl").read_text().splitlines()
+    assert [json.loads(e)["seq"] for e in entries] == list(range(11))
+    assert (home / "audit-export" / "checkpoints.jsonl").read_text().strip()
+    # Nothing personal outside the payloads: the log holds codes, never the records.
+    log_text = "\n".join(entries)
+    for secret in ("Adults not known", "Attendance concerns", "LCC-C-000123", "Rapid review"):
+        assert secret not in log_text
+    # Every record was written once, to the recipient's own directory.
+    records = list((home / "agencies").glob("*/inbox/*.json"))
+    assert records, "no record reached a recipient"
+    assert "RabbitMQ node stopped" in out
