@@ -158,6 +158,7 @@ class Router:
         self._awaiting: dict[int, _Pending] = {}  # publish delivery tag -> ingress message
         self._by_publish: dict[tuple[str, int], _Pending] = {}  # (type, seq) -> message
         self._consumer_tag: str | None = None
+        self._ticks = 0
         self.ready = threading.Event()
 
     # --- lifecycle -------------------------------------------------------------------
@@ -283,11 +284,18 @@ class Router:
             conn.close()
 
     def _tick(self) -> None:
-        """Once a second: sign a checkpoint when one is due (at least every 10 s)."""
+        """Once a second: sign a checkpoint when one is due (at least every 10 s);
+        once a minute: the counts so far, by decision and reason code only."""
         try:
             self._log.checkpoint_if_due(self._clock())
-        except Exception:
-            log.exception("checkpoint failed")
+        except Exception as e:
+            log.error("checkpoint failed (%s)", type(e).__name__)
+        self._ticks += 1
+        if self._ticks % 60 == 0:
+            s = self.stats
+            reasons = " ".join(f"{k}={v}" for k, v in sorted(s.by_reason.items()))
+            log.info("stats routed=%d refused=%d redelivered=%d %s", s.routed, s.refused,
+                     s.redelivered, reasons)
         conn = self._connection
         if conn is not None and conn.is_open and not self._stop.is_set():
             conn.ioloop.call_later(1.0, self._tick)
