@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from broker import merkle
-from broker.envelope import EnvelopeRefused, parse_header
+from broker.envelope import EnvelopeRefused, header_codes, parse_header
 from broker.errors import BrokerError
 from broker.transfer_log import (
     UNREADABLE_REASONS,
@@ -73,7 +73,7 @@ from keys import (
 )
 from protocols.directory import verify_directory
 from protocols.errors import DirectoryError
-from protocols.model import Directory, Header, Signature, Submission
+from protocols.model import Directory, Signature, Submission
 from protocols.policy import Decision, LoggedMessage, decide
 
 __all__ = [
@@ -703,17 +703,6 @@ _HEADER_FIELDS: Final = ("message_id", "kind", "protocol", "purpose", "sender", 
                          "in_reply_to", "consent", "subject_informed", "data_categories")
 
 
-def _header_view(h: Header) -> dict[str, Any]:
-    return {
-        "message_id": h.message_id, "kind": h.kind, "protocol": h.protocol,
-        "purpose": h.purpose, "sender": h.sender, "recipient": h.recipient,
-        "in_reply_to": h.in_reply_to,
-        "consent": None if h.consent is None else {"status": h.consent.status,
-                                                   "ground": h.consent.ground},
-        "subject_informed": h.subject_informed, "data_categories": list(h.data_categories),
-    }
-
-
 def _signatures(raw: list[dict[str, str]]) -> tuple[Signature, ...] | None:
     out = []
     for s in raw:
@@ -746,7 +735,7 @@ def _replay_one(entry: Entry, ev: Evidence, history: _History,
         if entry.decision == "refused" and entry.reason in UNREADABLE_REASONS:
             return None
         return mismatch("the header in the evidence cannot be read", f"refused ({e.reason})")
-    view = _header_view(header)
+    view = header_codes(header)
     differ = [name for name in _HEADER_FIELDS if getattr(entry, name) != view[name]]
     if differ:
         return mismatch(f"the entry's {', '.join(differ)} differ from its header")

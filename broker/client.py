@@ -63,6 +63,7 @@ from broker.envelope import (
     Payload,
     PayloadRefused,
     build_envelope,
+    header_codes,
     open_payload,
     parse_envelope,
     parse_notice,
@@ -413,16 +414,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _header_doc(env: ParsedEnvelope, seq: int | None) -> dict[str, object]:
-    h = env.header
-    return {
-        "message_id": h.message_id, "kind": h.kind, "protocol": h.protocol,
-        "purpose": h.purpose, "sender": h.sender, "recipient": h.recipient,
-        "created_at": format_time(h.created_at), "in_reply_to": h.in_reply_to,
-        "consent": None if h.consent is None else {"status": h.consent.status,
-                                                   "ground": h.consent.ground},
-        "subject_informed": h.subject_informed, "data_categories": list(h.data_categories),
-        "header_sha256": env.header_sha256, "seq": seq,
-    }
+    return {**header_codes(env.header), "header_sha256": env.header_sha256, "seq": seq}
 
 
 def _record_bytes(env: ParsedEnvelope, payload: Payload, seq: int | None) -> bytes:

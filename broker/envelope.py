@@ -114,6 +114,7 @@ __all__ = [
     "build_notice",
     "countersign",
     "header_bytes_for",
+    "header_codes",
     "open_payload",
     "parse_envelope",
     "parse_header",
@@ -350,6 +351,22 @@ def _base64(value: object, path: str) -> bytes:
 
 
 # --- header ---------------------------------------------------------------------------
+
+
+def header_codes(h: Header) -> dict[str, Any]:
+    """A parsed header's fields as JSON values, without the payload reference.
+
+    These are codes and ids only (section 3.2): what a record file, a log
+    entry or a report may show of a message.
+    """
+    return {
+        "message_id": h.message_id, "kind": h.kind, "protocol": h.protocol,
+        "purpose": h.purpose, "sender": h.sender, "recipient": h.recipient,
+        "created_at": format_time(h.created_at), "in_reply_to": h.in_reply_to,
+        "consent": None if h.consent is None else {"status": h.consent.status,
+                                                   "ground": h.consent.ground},
+        "subject_informed": h.subject_informed, "data_categories": list(h.data_categories),
+    }
 
 
 def parse_header(header_bytes: bytes) -> Header:
