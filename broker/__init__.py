@@ -1,1 +1,3 @@
-"""The broker: envelopes, routing, the transfer log, the agency client and audit."""
+"""For the router's operator: the router, RabbitMQ topology and nodes, transfer log storage.
+
+Never imports ``agency`` or ``audit``."""

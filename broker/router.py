@@ -41,24 +41,24 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 
-from broker.envelope import (
+from broker.transfer_log import LogBatch, TransferLog
+from keys import SigningKeyPair, b64encode
+from protocols.amqp import DELIVER, INGRESS
+from protocols.directory import format_time
+from protocols.envelope import (
     EnvelopeRefused,
     Notice,
     ParsedEnvelope,
     build_notice,
     parse_envelope,
 )
-from broker.transfer_log import Entry, EntryDraft, Evidence, LogBatch, TransferLog
-from keys import SigningKeyPair, b64encode
-from protocols.directory import format_time
+from protocols.log_format import Entry, EntryDraft, Evidence
 from protocols.model import Directory, amqp_user
 from protocols.policy import decide
 from protocols.reasons import Reason
 
 log = logging.getLogger("infoshare.router")
 
-INGRESS = "infoshare.ingress"
-DELIVER = "infoshare.deliver"
 
 #: Set to ``after_append`` to make the router exit hard right after a log
 #: commit and before any publish: the crash-safety tests use it.

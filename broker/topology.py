@@ -59,6 +59,7 @@ import pika
 import pika.exceptions
 
 from broker.errors import CredentialsError, TopologyConflict, TopologyError
+from protocols.amqp import DELIVER, INBOX_PREFIX, INGRESS, SUBMIT, VHOST, amqp_url_for, inbox_name
 from protocols.model import Directory, amqp_user
 
 __all__ = [
@@ -83,14 +84,9 @@ __all__ = [
 
 log = logging.getLogger("infoshare.topology")
 
-VHOST = "infoshare"
 BROKER_USER = "infoshare-broker"
-SUBMIT = "infoshare.submit"
-INGRESS = "infoshare.ingress"
-DELIVER = "infoshare.deliver"
 DEAD = "infoshare.dead"
 DEAD_LETTER = "infoshare.dead-letter"
-INBOX_PREFIX = "infoshare.inbox."
 #: Deliveries of one message before it is dead-lettered: enough for a router or
 #: client to crash and restart many times, few enough that a message that
 #: crashes every consumer ("poison") is set aside within minutes.
@@ -103,11 +99,6 @@ _HASHES = {
     "rabbit_password_hashing_sha512": hashlib.sha512,
     "rabbit_password_hashing_md5": hashlib.md5,
 }
-
-
-def inbox_name(address: str) -> str:
-    """The inbox queue of a unit: ``org/unit`` -> ``infoshare.inbox.org.unit``."""
-    return INBOX_PREFIX + amqp_user(address)
 
 
 def _exactly(name: str) -> str:
@@ -137,28 +128,6 @@ def _quorum_arguments(*, dead_letter: bool) -> dict[str, Any]:
         args["x-delivery-limit"] = DELIVERY_LIMIT
         args["x-dead-letter-exchange"] = DEAD
     return args
-
-
-def amqp_url_for(amqp_base_url: str, user: str, password: str, vhost: str) -> str:
-    """``amqp_base_url`` with ``user:password`` and ``vhost`` put in (each percent-encoded).
-
-    Credentials and a path already in the base URL are replaced; its query
-    (e.g. ``heartbeat=30``) is kept.
-
-    Raises:
-        ValueError: the base URL is not ``amqp://`` or ``amqps://`` with a host.
-    """
-    parts = urllib.parse.urlsplit(amqp_base_url)
-    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-        raise ValueError("an AMQP URL is amqp://host[:port] or amqps://host[:port]")
-    host = parts.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}@{host}"
-    path = "/" + urllib.parse.quote(vhost, safe="")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, path, parts.query, ""))
 
 
 # --- credentials -----------------------------------------------------------------------

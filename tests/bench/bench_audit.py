@@ -37,16 +37,17 @@ from typing import TypeVar
 ROOT = Path(__file__).resolve().parents[2]
 # Runnable as a plain script from a checkout without installing the project.
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "unit" / "broker"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from envelope_factories import FRONT_DOOR, POLICE, T0, referral, world  # noqa: E402
 
-from broker import merkle  # noqa: E402
-from broker.audit import export, replay, verify  # noqa: E402
-from broker.envelope import parse_envelope  # noqa: E402
-from broker.transfer_log import EntryDraft, Evidence, TransferLog  # noqa: E402
+from audit import export, replay, verify  # noqa: E402
+from broker.transfer_log import TransferLog  # noqa: E402
 from keys import Checkpoint, NoteSigner, SigningKeyPair, b64encode  # noqa: E402
+from protocols import merkle  # noqa: E402
 from protocols.directory import format_time, sign_directory  # noqa: E402
+from protocols.envelope import parse_envelope  # noqa: E402
+from protocols.log_format import EntryDraft, Evidence  # noqa: E402
 from protocols.model import amqp_user  # noqa: E402
 from protocols.policy import decide  # noqa: E402
 

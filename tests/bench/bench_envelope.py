@@ -20,14 +20,14 @@ from pathlib import Path
 # Runnable as a plain script from a checkout without installing the project.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from broker.envelope import (
+from keys import EncryptionKeyPair, SigningKeyPair, verify_signature
+from protocols.envelope import (
     ParsedEnvelope,
     build_envelope,
     open_payload,
     parse_envelope,
     verify_sender_signature,
 )
-from keys import EncryptionKeyPair, SigningKeyPair, verify_signature
 from protocols.model import Consent, GroundId
 from protocols.policy import signing_input
 

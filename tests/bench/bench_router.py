@@ -34,12 +34,12 @@ from pika.adapters.blocking_connection import BlockingConnection
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from broker.envelope import build_envelope  # noqa: E402
 from broker.node import NodeConfig, RabbitNode  # noqa: E402
 from broker.router import DirectoryHolder, Router, _Inbound  # noqa: E402
 from broker.topology import Credentials, amqp_url_for, inbox_name, provision  # noqa: E402
 from broker.transfer_log import TransferLog  # noqa: E402
 from keys import EncryptionKeyPair, NoteSigner, SigningKeyPair  # noqa: E402
+from protocols.envelope import build_envelope  # noqa: E402
 from protocols.loader import load_protocol_file  # noqa: E402
 from protocols.model import Consent, Directory, GroundId, KeyRecord, amqp_user  # noqa: E402
 

@@ -26,8 +26,7 @@ import pytest
 from pika.adapters.blocking_connection import BlockingConnection
 from werkzeug.serving import make_server
 
-from broker.deployment import Deployment
-from broker.envelope import build_envelope, parse_notice
+from agency.deployment import Deployment
 from broker.node import RabbitNode
 from broker.topology import Credentials, ManagementAPI, amqp_url_for, inbox_name, provision
 from broker.transfer_log import TransferLog
@@ -38,6 +37,7 @@ from keys import (
     write_private_key,
     write_public_key,
 )
+from protocols.envelope import build_envelope, parse_notice
 from protocols.model import Consent, GroundId, amqp_user
 from registry.app import create_app
 from registry.datadir import create_data_dir
@@ -120,7 +120,7 @@ def _router(d: Deployed, **env: str) -> subprocess.Popen[bytes]:
     out = d.home / f"router-{time.monotonic_ns()}.log"
     with out.open("wb") as f:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "broker.cli", "-v", "broker", "run", "--home", str(d.home)],
+            [sys.executable, "-m", "infoshare.cli", "-v", "broker", "run", "--home", str(d.home)],
             env={**os.environ, "INFOSHARE_PASSPHRASE": PASSPHRASE, **env},
             stdout=f, stderr=subprocess.STDOUT,
         )

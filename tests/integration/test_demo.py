@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from broker.cli import main
+from infoshare.cli import main
 
 pytestmark = pytest.mark.integration
 

@@ -25,13 +25,13 @@ import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingConnection
 
-from broker.envelope import Notice, build_envelope, parse_notice
-from broker.merkle import leaf_hash
 from broker.router import DirectoryHolder, Router
 from broker.topology import Credentials, amqp_url_for, inbox_name, provision
 from broker.transfer_log import TransferLog
 from keys import EncryptionKeyPair, NoteSigner, SigningKeyPair, key_id
+from protocols.envelope import Notice, build_envelope, parse_notice
 from protocols.loader import ProtocolFile
+from protocols.merkle import leaf_hash
 from protocols.model import (
     Consent,
     Directory,

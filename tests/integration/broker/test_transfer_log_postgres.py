@@ -21,8 +21,9 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from broker import merkle
-from broker.transfer_log import Entry, TransferLog
+from broker.transfer_log import TransferLog
+from protocols import merkle
+from protocols.log_format import Entry
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
 

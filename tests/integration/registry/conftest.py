@@ -7,8 +7,6 @@ tests/conftest.py). ``served`` runs the app on a real socket with werkzeug.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,25 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import registry_testing as shared
 from flask import Flask
 from werkzeug.serving import make_server
 
-_SHARED = Path(__file__).resolve().parents[2] / "unit" / "registry" / "registry_testing.py"
-
-
-def _load_shared() -> Any:
-    # One module object whether the unit conftest imported it first or not.
-    if "registry_testing" in sys.modules:
-        return sys.modules["registry_testing"]
-    spec = importlib.util.spec_from_file_location("registry_testing", _SHARED)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["registry_testing"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-shared = _load_shared()
 clock = shared.clock
 registry_key = shared.registry_key
 sqlite_url = shared.sqlite_url

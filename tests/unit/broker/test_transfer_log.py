@@ -19,18 +19,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from broker import merkle
-from broker.transfer_log import (
-    ANY_USER,
-    ENTRY_FIELDS,
-    Entry,
-    EntryDraft,
-    EntryFormatError,
-    Evidence,
-    TransferLog,
-    TransferLogError,
-)
+from broker.transfer_log import ANY_USER, TransferLog, TransferLogError
 from keys import Checkpoint, NoteSigner, SigningKeyPair, open_checkpoint, verify_note
+from protocols import merkle
+from protocols.log_format import ENTRY_FIELDS, Entry, EntryDraft, EntryFormatError, Evidence
 
 ORIGIN = "test.example/transfer-log"
 T0 = datetime(2026, 11, 24, 13, 50, 41, tzinfo=UTC)

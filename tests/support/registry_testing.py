@@ -17,7 +17,7 @@ import pytest
 from keys import EncryptionKeyPair, SigningKeyPair
 from registry.store import Store
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 WY_FILE = REPO / "protocols" / "definitions" / "west-yorkshire-iisp-2016.yaml"
 START = datetime(2024, 5, 1, 9, 0, 0, tzinfo=UTC)
 

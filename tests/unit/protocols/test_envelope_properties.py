@@ -1,4 +1,4 @@
-"""Properties of broker.envelope: round trips, and every flipped byte is refused."""
+"""Properties of protocols.envelope: round trips, and every flipped byte is refused."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from envelope_factories import (
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from broker.envelope import (
+from keys import b64encode, verify_signature
+from protocols.envelope import (
     EnvelopeRefused,
     ParsedEnvelope,
     PayloadRefused,
@@ -33,7 +34,6 @@ from broker.envelope import (
     parse_envelope,
     verify_sender_signature,
 )
-from keys import b64encode, verify_signature
 from protocols.model import Consent, GroundId, amqp_user
 from protocols.policy import decide, signing_input
 from protocols.reasons import Reason

@@ -1,6 +1,6 @@
 """``infoshare audit``: export, verify, replay, report, prove and check-proof.
 
-An adapter only: every command calls :mod:`broker.audit` and turns its
+An adapter only: every command calls :mod:`audit` and turns its
 results and errors into output and an exit status. Failures end as one
 clear message (exit 1), never a traceback. Progress goes to stderr, results
 to stdout.
@@ -12,14 +12,17 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import click
 
-from broker.audit import (
+from audit import (
+    AuditError,
+    LogSource,
     ReportFilters,
     check_proof,
     export,
@@ -30,24 +33,56 @@ from broker.audit import (
     report,
     verify,
 )
-from broker.errors import BrokerError
-from broker.transfer_log import TransferLog
 from keys import KeysError, NoteSigner, NoteVerifier, parse_public_key_text, read_private_key
 from protocols.errors import ProtocolsError
 from registry.client import RegistryClient
 from registry.errors import RegistryError
 
 DEFAULT_ORIGIN = "wy-iisp.example/transfer-log"
-_ERRORS = (BrokerError, KeysError, ProtocolsError, RegistryError, OSError)
+_ERRORS: tuple[type[Exception], ...] = (
+    AuditError, KeysError, ProtocolsError, RegistryError, OSError)
 
 T = TypeVar("T")
 
 
+class ClosableLog(LogSource, Protocol):
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LogOpener:
+    """How to open a transfer log database, handed in by the composition root.
+
+    The audit never imports the broker: ``infoshare`` puts one of these in the
+    click context, built on the broker's storage.
+    """
+
+    open: Callable[[str, NoteSigner | None, str], ClosableLog]
+    errors: tuple[type[Exception], ...] = ()
+
+
+def _open_log(url: str, signer: NoteSigner | None, origin: str) -> ClosableLog:
+    opener = click.get_current_context().find_object(LogOpener)
+    if opener is None:
+        raise click.UsageError("reading a log database needs the infoshare command; "
+                               "give an export directory instead")
+    try:
+        return opener.open(url, signer, origin)
+    except opener.errors as e:
+        raise click.ClickException(str(e) or type(e).__name__) from e
+
+
 def _run(action: Callable[[], T]) -> T:
-    """Call ``action``; the project's errors become a message and exit status 1."""
+    """Call ``action``; the project's errors become a message and exit status 1.
+
+    Errors of the log storage the composition root handed in count too.
+    """
+    ctx = click.get_current_context(silent=True)
+    opener = ctx.find_object(LogOpener) if ctx is not None else None
+    errors: tuple[type[Exception], ...] = _ERRORS + (opener.errors if opener else ())
     try:
         return action()
-    except _ERRORS as e:
+    except errors as e:
         raise click.ClickException(str(e) or type(e).__name__) from e
 
 
@@ -119,7 +154,7 @@ def export_command(out_dir: Path, log_url: str, registry_url: str, token: str,
         signer = NoteSigner(origin, pair)
     verifier = _log_key(log_key)
     client = RegistryClient(registry_url, token, pinned)
-    log = _run(lambda: TransferLog.open(log_url, signer=signer, origin=origin))
+    log = _open_log(log_url, signer, origin)
     try:
         summary = _run(lambda: export(log, out_dir, directories=client.signed_directory,
                                       registry_key=pinned, log_key=verifier))
@@ -226,7 +261,7 @@ def prove_command(message_id: str, source: str, out: Path, log_key: str | None) 
     else:
         if pinned is None:
             raise click.UsageError("proving from a log database needs --log-key")
-        log = _run(lambda: TransferLog.open(source, signer=None, origin=""))
+        log = _open_log(source, None, "")
         try:
             doc = _run(lambda: prove(log, message_id, log_key=pinned, now=datetime.now(UTC)))
         finally:

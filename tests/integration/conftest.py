@@ -21,7 +21,7 @@ from broker.node import RabbitNode
 from broker.topology import Credentials, ManagementAPI, amqp_url_for
 from protocols.loader import ProtocolFile, load_protocol_file
 
-WY_PROTOCOL = (Path(__file__).resolve().parents[3] / "protocols" / "definitions"
+WY_PROTOCOL = (Path(__file__).resolve().parents[2] / "protocols" / "definitions"
                / "west-yorkshire-iisp-2016.yaml")
 
 Connect = Callable[[str, str, str], BlockingConnection]

@@ -1,4 +1,4 @@
-"""broker.envelope: round trips, the malformed-body table, payload bindings, notices."""
+"""protocols.envelope: round trips, the malformed-body table, payload bindings, notices."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ from envelope_factories import (
     world,
 )
 
-from broker.envelope import (
+from keys import SigningKeyPair, b64encode
+from protocols.envelope import (
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
     MAX_SIGNATURES,
@@ -49,7 +50,6 @@ from broker.envelope import (
     parse_notice,
     verify_sender_signature,
 )
-from keys import SigningKeyPair, b64encode
 from protocols.model import Consent, GroundId, amqp_user
 from protocols.policy import LoggedMessage, decide
 from protocols.reasons import Reason

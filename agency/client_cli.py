@@ -1,6 +1,6 @@
 """``infoshare send``, ``infoshare receive`` and ``infoshare notices``: the agency client's CLI.
 
-Connection settings come from ``HOME/deployment.json`` (:mod:`broker.deployment`);
+Connection settings come from ``HOME/deployment.json`` (:mod:`agency.deployment`);
 a unit's keys from ``KEYS/<org>.<unit>.signing.key`` and
 ``KEYS/<org>.<unit>.encryption.key`` (plus any older
 ``<org>.<unit>.encryption.*.key`` kept to open messages sealed before a
@@ -24,10 +24,9 @@ from typing import Any, NoReturn
 
 import click
 
-from broker.client import AgencyClient
-from broker.deployment import default_home, load
-from broker.errors import BrokerError, LocalRefusal
-from broker.topology import Credentials, amqp_url_for
+from agency.client import AgencyClient
+from agency.deployment import default_home, load, unit_password
+from agency.errors import AgencyError, LocalRefusal
 from keys import (
     EncryptionKeyPair,
     KeyFormatError,
@@ -36,6 +35,7 @@ from keys import (
     parse_public_key_text,
     read_private_key,
 )
+from protocols.amqp import amqp_url_for
 from protocols.errors import ProtocolsError
 from protocols.model import CONSENT_STATUSES, KINDS, Address, Consent, GroundId, amqp_user
 from registry.client import RegistryClient
@@ -61,7 +61,7 @@ def _errors() -> Iterator[None]:
     except LocalRefusal as e:
         click.echo(f"refused: {e.reason}", err=True)
         raise SystemExit(1) from None
-    except (BrokerError, KeysError, RegistryError, ProtocolsError) as e:
+    except (AgencyError, KeysError, RegistryError, ProtocolsError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(f"{e.filename or 'I/O'}: {e.strerror or type(e).__name__}")
@@ -119,7 +119,7 @@ def _agency_dir(home: Path, unit: str) -> Path:
 def _client(home: Path, unit: Address, keys_dir: Path) -> AgencyClient:
     deployment = load(home)
     user = amqp_user(unit)
-    password = Credentials(deployment.path("credentials")).password(user)
+    password = unit_password(deployment.path("credentials"), user)
     passphrase = _passphrase()
     registry = RegistryClient(deployment.registry_url, deployment.agency_token,
                               _read_public_key(deployment.path("registry_key")))

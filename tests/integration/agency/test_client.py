@@ -25,23 +25,15 @@ import pytest
 from click.testing import CliRunner
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-import broker.client_cli
-from broker.client import (
+import agency.client_cli
+from agency.client import (
     RECEIPT_PENDING,
     RECEIPT_SENT,
     AgencyClient,
     Received,
 )
-from broker.deployment import Deployment
-from broker.envelope import (
-    Notice,
-    ParsedEnvelope,
-    build_envelope,
-    build_notice,
-    open_payload,
-    parse_envelope,
-)
-from broker.errors import ConnectionFailed, LocalRefusal, PublishFailed
+from agency.deployment import Deployment
+from agency.errors import ConnectionFailed, LocalRefusal, PublishFailed
 from broker.topology import (
     DELIVER,
     INGRESS,
@@ -59,6 +51,14 @@ from keys import (
     key_id,
     public_key_text,
     write_private_key,
+)
+from protocols.envelope import (
+    Notice,
+    ParsedEnvelope,
+    build_envelope,
+    build_notice,
+    open_payload,
+    parse_envelope,
 )
 from protocols.loader import ProtocolFile
 from protocols.model import (
@@ -624,7 +624,7 @@ def cli_home(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> P
         def directory(self) -> Directory:
             return world.directory
 
-    monkeypatch.setattr(broker.client_cli, "RegistryClient", Registry)
+    monkeypatch.setattr(agency.client_cli, "RegistryClient", Registry)
     return home
 
 
@@ -636,7 +636,7 @@ def test_cli_refusal_prints_the_code_and_exits_1(cli_home: Path, router: HandRou
                                                  tmp_path: Path) -> None:
     record = tmp_path / "record.json"
     record.write_text(json.dumps({"education": {"attendance": "falling"}}))
-    result = _cli(broker.client_cli.send, "--home", cli_home, "--unit", SCHOOL,
+    result = _cli(agency.client_cli.send, "--home", cli_home, "--unit", SCHOOL,
                   "--keys", cli_home / "keys", "--kind", "referral", "--protocol", PROTOCOL,
                   "--purpose", "early-help", "--to", EARLY_HELP, "--record", record,
                   "--reasons", "attendance", "--consent", "not_sought",
@@ -653,7 +653,7 @@ def test_cli_send_receive_and_notices(cli_home: Path, router: HandRouter,
     record.write_text(json.dumps(RECORD))
     reasons = tmp_path / "reasons.txt"
     reasons.write_text(f"concern about {SECRET}")
-    result = _cli(broker.client_cli.send, "--home", cli_home, "--unit", SCHOOL,
+    result = _cli(agency.client_cli.send, "--home", cli_home, "--unit", SCHOOL,
                   "--keys", cli_home / "keys", "--kind", "referral", "--protocol", PROTOCOL,
                   "--purpose", "safeguarding-referral", "--to", DOOR, "--record", record,
                   "--reasons-file", reasons, "--consent", "given", "--subject-informed")
@@ -663,14 +663,14 @@ def test_cli_send_receive_and_notices(cli_home: Path, router: HandRouter,
     assert reason is None and env.header.message_id == message_id
 
     out = tmp_path / "door-out"
-    result = _cli(broker.client_cli.receive, "--home", cli_home, "--unit", DOOR,
+    result = _cli(agency.client_cli.receive, "--home", cli_home, "--unit", DOOR,
                   "--keys", cli_home / "keys", "--out", out, "--max", "1", "--idle", "10")
     assert result.exit_code == 0, result.output
     assert f"accepted  {message_id} referral from {SCHOOL}" in result.output
     assert SECRET not in result.output
     assert json.loads((out / f"{message_id}.json").read_text())["payload"]["record"] == RECORD
 
-    result = _cli(broker.client_cli.notices, "--home", cli_home, "--unit", SCHOOL,
+    result = _cli(agency.client_cli.notices, "--home", cli_home, "--unit", SCHOOL,
                   "--keys", cli_home / "keys", "--message-id", message_id)
     assert result.exit_code == 0, result.output
     assert f"seq 0 {message_id} routed" in result.output
@@ -680,7 +680,7 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INFOSHARE_PASSPHRASE", "x")
     (tmp_path / "keys").mkdir()
-    result = _cli(broker.client_cli.receive, "--home", tmp_path / "nowhere", "--unit", DOOR,
+    result = _cli(agency.client_cli.receive, "--home", tmp_path / "nowhere", "--unit", DOOR,
                   "--keys", tmp_path / "keys")
     assert result.exit_code == 1
     assert "deployment.json not found" in result.output

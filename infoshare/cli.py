@@ -12,21 +12,31 @@ import sys
 
 import click
 
-from broker.audit_cli import audit
+from agency.client_cli import notices, receive, send
+from audit.audit_cli import LogOpener, audit
 from broker.broker_cli import broker
-from broker.client_cli import notices, receive, send
-from broker.demo import demo
-from broker.envelope_cli import envelope
+from broker.errors import BrokerError
 from broker.node_cli import node
+from broker.transfer_log import TransferLog
+from infoshare.demo import demo
+from infoshare.envelope_cli import envelope
+from keys import NoteSigner
 from keys.cli import keys
 from protocols.cli import protocol
 from registry.cli import registry
 
 
+def _open_transfer_log(url: str, signer: NoteSigner | None, origin: str) -> TransferLog:
+    return TransferLog.open(url, signer=signer, origin=origin)
+
+
 @click.group()
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
     """infoshare: safeguarding information sharing between agencies."""
+    # The audit reads a log database only through what is handed in here.
+    ctx.obj = LogOpener(open=_open_transfer_log, errors=(BrokerError,))
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")

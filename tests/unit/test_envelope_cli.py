@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner, Result
 from envelope_factories import SECRET_NAME, compact, flip_byte, referral, world
 
-from broker.envelope import MAX_BODY_BYTES, countersign, parse_envelope
-from broker.envelope_cli import envelope
+from infoshare.envelope_cli import envelope
 from keys import b64encode, public_key_text
 from protocols.directory import sign_directory
+from protocols.envelope import MAX_BODY_BYTES, countersign, parse_envelope
 
 
 @pytest.fixture

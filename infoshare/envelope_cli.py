@@ -15,15 +15,15 @@ from pathlib import Path
 
 import click
 
-from broker.envelope import (
+from keys import parse_public_key_text
+from keys.errors import KeyFormatError
+from protocols.directory import format_time, verify_directory
+from protocols.envelope import (
     MAX_BODY_BYTES,
     EnvelopeRefused,
     ParsedEnvelope,
     parse_envelope,
 )
-from keys import parse_public_key_text
-from keys.errors import KeyFormatError
-from protocols.directory import format_time, verify_directory
 from protocols.errors import DirectoryError
 from protocols.model import Directory, Header, Signature, amqp_user
 from protocols.policy import LoggedMessage, decide

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker import merkle
-from broker.merkle import (
+from protocols import merkle
+from protocols.merkle import (
     EMPTY_ROOT,
     CompactRange,
     consistency_proof,

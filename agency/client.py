@@ -55,7 +55,17 @@ import pika.exceptions
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from broker.envelope import (
+from agency.errors import (
+    ConnectionFailed,
+    InvalidMessage,
+    LocalRefusal,
+    PublishFailed,
+    StateError,
+)
+from keys import EncryptionKeyPair, SigningKeyPair
+from protocols.amqp import SUBMIT, inbox_name
+from protocols.directory import format_time, parse_time
+from protocols.envelope import (
     EnvelopeRefused,
     Notice,
     NoticeRefused,
@@ -69,16 +79,6 @@ from broker.envelope import (
     parse_notice,
     verify_sender_signature,
 )
-from broker.errors import (
-    ConnectionFailed,
-    InvalidMessage,
-    LocalRefusal,
-    PublishFailed,
-    StateError,
-)
-from broker.topology import SUBMIT, inbox_name
-from keys import EncryptionKeyPair, SigningKeyPair
-from protocols.directory import format_time, parse_time
 from protocols.model import (
     Address,
     Consent,

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from broker.envelope import CIPHER, ParsedEnvelope, build_envelope
 from keys import EncryptionKeyPair, SigningKeyPair, b64encode, key_id, seal
+from protocols.envelope import CIPHER, ParsedEnvelope, build_envelope
 from protocols.model import (
     Category,
     CategoryId,

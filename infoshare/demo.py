@@ -27,18 +27,18 @@ from pathlib import Path
 
 import click
 
-from broker.audit import export as audit_export
-from broker.audit import replay as audit_replay
-from broker.audit import report as audit_report
-from broker.audit import verify as audit_verify
-from broker.client import AgencyClient
-from broker.deployment import Deployment
-from broker.envelope import Notice
+from agency.client import AgencyClient
+from agency.deployment import Deployment
+from audit import export as audit_export
+from audit import replay as audit_replay
+from audit import report as audit_report
+from audit import verify as audit_verify
 from broker.node import NodeConfig, RabbitNode
 from broker.router import DirectoryHolder, Router
 from broker.topology import Credentials, amqp_url_for, provision
 from broker.transfer_log import TransferLog
 from keys import EncryptionKeyPair, NoteSigner, SigningKeyPair, write_public_key
+from protocols.envelope import Notice
 from protocols.model import Consent, GroundId, amqp_user
 from registry.app import create_app
 from registry.client import RegistryClient

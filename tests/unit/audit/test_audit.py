@@ -37,8 +37,8 @@ from envelope_factories import (
     world,
 )
 
-from broker import audit, merkle
-from broker.audit import (
+import audit.verifying
+from audit import (
     AuditError,
     ReportFilters,
     check_proof,
@@ -48,9 +48,9 @@ from broker.audit import (
     report,
     verify,
 )
-from broker.audit_cli import audit as audit_group
-from broker.envelope import EnvelopeRefused, build_envelope, parse_envelope
-from broker.transfer_log import Entry, EntryDraft, Evidence, LogBatch, TransferLog
+from audit.audit_cli import audit as audit_group
+from broker.transfer_log import LogBatch, TransferLog
+from infoshare.cli import main as infoshare_main
 from keys import (
     Checkpoint,
     NoteSigner,
@@ -60,7 +60,10 @@ from keys import (
     public_key_text,
     write_private_key,
 )
+from protocols import merkle
 from protocols.directory import format_time, sign_directory
+from protocols.envelope import EnvelopeRefused, build_envelope, parse_envelope
+from protocols.log_format import Entry, EntryDraft, Evidence
 from protocols.model import Consent, Directory, GroundId, amqp_user
 from protocols.policy import decide
 
@@ -317,7 +320,7 @@ def test_verify_warns_when_only_the_exports_own_key_is_used(built: Built) -> Non
 
 
 def test_verify_reports_progress(built: Built, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audit, "PROGRESS_EVERY", 4)
+    monkeypatch.setattr(audit.verifying, "PROGRESS_EVERY", 4)
     seen: list[tuple[int, int, int]] = []
     assert verify(built.export, lambda *a: seen.append(a), log_key=SIGNER.verifier).ok
     total = (built.export / "entries.jsonl").stat().st_size
@@ -674,9 +677,11 @@ def test_cli_prove_and_check_proof(built: Built, tmp_path: Path) -> None:
     key_file = tmp_path / "log-key.txt"
     key_file.write_text(SIGNER.verifier.line() + "\n")
     out = tmp_path / "proof.json"
-    made = runner.invoke(audit_group, ["prove", built.ids["request"], "--log",
-                                       str(built.log._engine.url.database), "--out", str(out),
-                                       "--log-key", str(key_file)])
+    # Proving from the log's database goes through the composition root,
+    # which hands the audit the broker's storage.
+    made = runner.invoke(infoshare_main, ["audit", "prove", built.ids["request"], "--log",
+                                          str(built.log._engine.url.database), "--out",
+                                          str(out), "--log-key", str(key_file)])
     assert made.exit_code == 0, made.output
     checked = runner.invoke(audit_group, ["check-proof", str(out), "--log-key",
                                           str(key_file)])
@@ -733,18 +738,18 @@ def test_cli_export_fetches_directories_from_the_registry(built: Built,
                           public=LOG_KEY.public, passphrase=b"pass")
         db = str(built.log._engine.url.database)
         runner = CliRunner()
-        args = ["export", str(tmp_path / "x"), "--log", db, "--registry", registry,
+        args = ["audit", "export", str(tmp_path / "x"), "--log", db, "--registry", registry,
                 "--registry-key", str(key_pub)]
-        done = runner.invoke(audit_group, [*args, "--token", _Registry.token, "--key-file",
-                                           str(key_file), "--origin", ORIGIN],
+        done = runner.invoke(infoshare_main, [*args, "--token", _Registry.token, "--key-file",
+                                              str(key_file), "--origin", ORIGIN],
                              env={"INFOSHARE_PASSPHRASE": "pass"})
         assert done.exit_code == 0, done.output
         assert verify(tmp_path / "x", log_key=SIGNER.verifier).ok
-        refused = runner.invoke(audit_group, [*args, "--token", "wrong", "--log-key",
-                                              SIGNER.verifier.line()])
+        refused = runner.invoke(infoshare_main, [*args, "--token", "wrong", "--log-key",
+                                                 SIGNER.verifier.line()])
         assert refused.exit_code == 1 and "Traceback" not in refused.output
         assert not (tmp_path / "x2").exists()
-        both = runner.invoke(audit_group, [*args, "--token", _Registry.token])
+        both = runner.invoke(infoshare_main, [*args, "--token", _Registry.token])
         assert both.exit_code == 2  # neither --key-file nor --log-key
     finally:
         server.shutdown()

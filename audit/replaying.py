@@ -1,0 +1,239 @@
+"""Replaying an export: re-run ``protocols.policy.decide`` for every entry.
+
+Each entry is re-decided with what decided it: the directory version it
+names, its evidence, the entries before it, and its own time. Anything that
+cannot be re-run is a mismatch, never a silent pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Final
+
+from audit.errors import AuditError
+from audit.export_dir import (
+    ENTRIES,
+    EVIDENCE,
+    PROGRESS_EVERY,
+    REGISTRY,
+    REGISTRY_KEY,
+    EvidenceReader,
+    Failure,
+    Progress,
+    directory_file,
+    outcome,
+)
+from keys import (
+    KeyId,
+    KeysError,
+    b64decode,
+    parse_public_key_text,
+)
+from protocols.directory import verify_directory
+from protocols.envelope import EnvelopeRefused, header_codes, parse_header
+from protocols.errors import DirectoryError
+from protocols.log_format import UNREADABLE_REASONS, Entry, EntryFormatError, Evidence
+from protocols.model import Directory, Signature, Submission
+from protocols.policy import Decision, LoggedMessage, decide
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """An entry whose recorded decision the replay does not reproduce."""
+
+    seq: int
+    message_id: str | None
+    recorded: str
+    replayed: str | None
+    detail: str
+
+    def __str__(self) -> str:
+        got = "" if self.replayed is None else f"; replay: {self.replayed}"
+        return (f"seq {self.seq} message {self.message_id or '-'}: recorded {self.recorded}"
+                f"{got}: {self.detail}")
+
+
+class _History:
+    """The entries before the one being replayed, by message id (a ``policy.LogView``)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, list[LoggedMessage]] = {}
+        self._strings: dict[str, str] = {}
+
+    def _s(self, value: str | None) -> str | None:
+        # Senders, purposes and codes repeat on every entry: keep one copy each.
+        return None if value is None else self._strings.setdefault(value, value)
+
+    def add(self, e: Entry) -> None:
+        if e.message_id is None:
+            return
+        m = e.logged()
+        self._by_id.setdefault(e.message_id, []).append(LoggedMessage(
+            message_id=m.message_id, header_sha256=None, kind=m.kind,
+            decision=self._s(m.decision) or "", reason=self._s(m.reason),
+            protocol=self._s(m.protocol), purpose=self._s(m.purpose),
+            sender=self._s(m.sender), recipient=self._s(m.recipient)))
+
+    def find(self, message_id: str) -> list[LoggedMessage]:
+        return self._by_id.get(message_id, [])
+
+
+class _Directories:
+    """Signed directory versions of the export, verified once each."""
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        self._path = path
+        self._key = key
+        self._cache: dict[int, Directory | str] = {}
+
+    def get(self, version: int) -> Directory | str:
+        if version not in self._cache:
+            self._cache[version] = self._load(version)
+        return self._cache[version]
+
+    def _load(self, version: int) -> Directory | str:
+        name = directory_file(version)
+        try:
+            document = (self._path / name).read_bytes()
+        except OSError:
+            return f"registry/{name} is missing from the export"
+        try:
+            d = verify_directory(document, self._key)
+        except DirectoryError as e:
+            return f"registry/{name}: {e}"
+        if d.version != version:
+            return f"registry/{name} holds version {d.version}"
+        return d
+
+
+_HEADER_FIELDS: Final = ("message_id", "kind", "protocol", "purpose", "sender", "recipient",
+                         "in_reply_to", "consent", "subject_informed", "data_categories")
+
+
+def _signatures(raw: list[dict[str, str]]) -> tuple[Signature, ...] | None:
+    out = []
+    for s in raw:
+        try:
+            out.append(Signature(key=KeyId(s["key"]), sig=b64decode(s["sig"])))
+        except (KeyError, KeysError):
+            return None
+    return tuple(out)
+
+
+#: ``at`` has whole seconds; the router decided at some instant within that second.
+_WITHIN_SECOND: Final = timedelta(microseconds=999_999)
+
+
+def _replay_one(entry: Entry, ev: Evidence, history: _History,
+                directories: _Directories) -> Mismatch | None:
+    recorded = outcome(entry.decision, entry.reason)
+
+    def mismatch(detail: str, replayed: str | None = None) -> Mismatch:
+        return Mismatch(entry.seq, entry.message_id, recorded, replayed, detail)
+
+    if ev.header is None:
+        if entry.decision == "refused" and entry.reason in UNREADABLE_REASONS:
+            return None  # nothing to re-run: the body itself was refused at check 1
+        return mismatch("the evidence holds no header, so only a refusal at check 1 "
+                        "(malformed, too_large, unsupported_version) fits")
+    try:
+        header = parse_header(ev.header)
+    except EnvelopeRefused as e:
+        if entry.decision == "refused" and entry.reason in UNREADABLE_REASONS:
+            return None
+        return mismatch("the header in the evidence cannot be read", f"refused ({e.reason})")
+    view = header_codes(header)
+    differ = [name for name in _HEADER_FIELDS if getattr(entry, name) != view[name]]
+    if differ:
+        return mismatch(f"the entry's {', '.join(differ)} differ from its header")
+    if entry.decision == "refused" and entry.reason in UNREADABLE_REASONS:
+        # The header reads; a check-1 refusal came from the rest of the body,
+        # which the evidence does not keep. Accepted as recorded.
+        return None
+    sigs = _signatures(ev.signatures or [])
+    if sigs is None:
+        return mismatch("the signatures in the evidence are not of the envelope's form")
+    directory = directories.get(entry.registry_version)
+    if isinstance(directory, str):
+        return mismatch(f"cannot replay: {directory}")
+    if entry.payload_sha256 is None:
+        return mismatch("the entry records no payload hash")
+    # The router measured the ciphertext; the entry keeps its hash, and the
+    # header its claimed length. A length that differed would have changed
+    # the hash too, so check 13 comes out the same.
+    sub = Submission(header=header, header_bytes=ev.header, signatures=sigs,
+                     user_id=ev.user_id, payload_sha256=entry.payload_sha256,
+                     payload_length=header.payload.length)
+    now = entry.time
+    got = decide(sub, directory, history, now)
+    if _matches(got, entry):
+        return None
+    # Only the 24 h freshness bound is not aligned to whole seconds; the end
+    # of the second shows whether the router's instant explains the entry.
+    late = decide(sub, directory, history, now + _WITHIN_SECOND)
+    if _matches(late, entry):
+        return None
+    return mismatch("the policy decides otherwise", outcome(got.decision, _reason(got)))
+
+
+def _reason(d: Decision) -> str | None:
+    return None if d.reason is None else d.reason.value
+
+
+def _matches(d: Decision, e: Entry) -> bool:
+    return d.decision == e.decision and _reason(d) == e.reason
+
+
+def replay(directory: Path | str, *, registry_key: bytes | None = None,
+           progress: Progress | None = None) -> list[Mismatch]:
+    """Re-run every decision of an export; return the entries it does not reproduce.
+
+    Run :func:`verify` first: replay trusts that the entries are the log's.
+    ``registry_key`` pins the registry's key; without it the export's
+    ``registry/registry-key.pub`` is used.
+
+    Raises:
+        AuditError: entries.jsonl, evidence.jsonl or the registry key cannot be read,
+            or an entry or evidence line is not of its form (verify reports which).
+    """
+    d = Path(directory)
+    if registry_key is None:
+        try:
+            registry_key = parse_public_key_text(
+                (d / REGISTRY / REGISTRY_KEY).read_text(encoding="ascii"))
+        except (OSError, UnicodeDecodeError, KeysError) as e:
+            raise AuditError(f"{d}: no usable registry/{REGISTRY_KEY}") from e
+    directories = _Directories(d / REGISTRY, registry_key)
+    history = _History()
+    out: list[Mismatch] = []
+    try:
+        total = (d / ENTRIES).stat().st_size
+        with open(d / ENTRIES, "rb") as entries, open(d / EVIDENCE, "rb") as ev_stream:
+            reader = EvidenceReader(ev_stream)
+            done = 0
+            for n, raw in enumerate(entries, 1):
+                done += len(raw)
+                entry = Entry.from_bytes(raw.rstrip(b"\n"))
+                if entry.seq != n - 1:
+                    raise AuditError(f"entries.jsonl line {n}: seq {entry.seq}; run verify")
+                try:
+                    ev = reader.next_for(entry)
+                except Failure as f:
+                    out.append(Mismatch(entry.seq, entry.message_id,
+                                        outcome(entry.decision, entry.reason), None,
+                                        f"cannot replay: evidence.jsonl line {f.line}: {f}"))
+                    history.add(entry)
+                    continue
+                found = _replay_one(entry, ev, history, directories)
+                if found is not None:
+                    out.append(found)
+                history.add(entry)
+                if progress is not None and n % PROGRESS_EVERY == 0:
+                    progress(n, done, total)
+    except OSError as e:
+        raise AuditError(f"{d}: cannot read the export ({e.strerror})") from e
+    except EntryFormatError as e:
+        raise AuditError(f"{d}: {e}; run verify") from e
+    return out

@@ -1,0 +1,1 @@
+"""The ``infoshare`` command: the composition root above every part."""
