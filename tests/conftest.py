@@ -5,6 +5,9 @@
   point at it.
 * ``postgres_instance``: one private PostgreSQL 15 per session;
   ``postgres_url`` is a fresh, empty database for each test.
+* ``tls_ca``: a certificate authority made for this session (trustme), and
+  ``tls_server_files``: a certificate for 127.0.0.1 and localhost that it
+  signed, as PEM files, for servers under test (HTTPS, AMQPS).
 
 A missing ``rabbitmq-server`` or PostgreSQL is an error, never a skip:
 ``scripts/setup`` installs them. With ``CI=true``, a test marked integration,
@@ -19,9 +22,11 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trustme
 
 from broker.node import NodeConfig, NodeError, RabbitNode
 from broker.postgres import PostgresError, PostgresInstance
@@ -101,3 +106,34 @@ def postgres_url(postgres_instance: PostgresInstance) -> Iterator[str]:
     name = f"test_{uuid.uuid4().hex[:12]}"
     yield postgres_instance.create_database(name)
     postgres_instance.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    """A CA for this test session only; its certificate is what clients are told to trust."""
+    return trustme.CA()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a server certificate and of the CA that signed it."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@pytest.fixture(scope="session")
+def tls_server_files(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    directory = tmp_path_factory.mktemp("tls")
+    cert = tls_ca.issue_cert("127.0.0.1", "localhost")
+    files = TlsFiles(ca=directory / "ca.pem", cert=directory / "server.pem",
+                     key=directory / "server.key")
+    tls_ca.cert_pem.write_to_path(str(files.ca))
+    cert.cert_chain_pems[0].write_to_path(str(files.cert))
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(str(files.cert), append=True)
+    cert.private_key_pem.write_to_path(str(files.key))
+    # Servers refuse (and RabbitMQ warns about) a private key others can read.
+    files.key.chmod(0o600)
+    return files
