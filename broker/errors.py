@@ -43,3 +43,15 @@ class DeploymentError(BrokerError):
     """The deployment file is missing, malformed, or names files that cannot be read."""
 
     code = "deployment_error"
+
+
+class ConnectionFailed(BrokerError):
+    """RabbitMQ could not be reached, refused the connection, or failed TLS verification."""
+
+    code = "connection_failed"
+
+
+class ConfigError(BrokerError):
+    """The broker host's configuration is missing, malformed, or names unreadable files."""
+
+    code = "config_error"

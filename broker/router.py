@@ -30,9 +30,10 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 
 import pika
@@ -41,6 +42,7 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 
+from broker.connection import connection_parameters
 from broker.transfer_log import LogBatch, TransferLog
 from keys import SigningKeyPair, b64encode
 from protocols.amqp import DELIVER, INGRESS
@@ -126,7 +128,7 @@ class Router:
     def __init__(
         self,
         *,
-        amqp_url: str,
+        amqp_url: str | Sequence[str],
         transfer_log: TransferLog,
         directory: DirectoryHolder,
         broker_key: SigningKeyPair,
@@ -135,10 +137,17 @@ class Router:
         prefetch: int = 1000,
         directory_refresh: float = 5.0,
         clock: Callable[[], datetime] = utcnow,
+        tls_ca: Path | None = None,
+        health_file: Path | None = None,
     ) -> None:
-        self._params = pika.URLParameters(amqp_url)
-        self._params.heartbeat = 30
-        self._params.blocked_connection_timeout = 60
+        # Every node of the cluster; a lost connection moves on to the next one.
+        self._params = connection_parameters(
+            [amqp_url] if isinstance(amqp_url, str) else amqp_url, tls_ca=tls_ca)
+        for params in self._params:
+            params.heartbeat = 30
+            params.blocked_connection_timeout = 60
+        self._node = 0
+        self._health_file = health_file
         self._log = transfer_log
         self._directory = directory
         self._key = broker_key
@@ -175,6 +184,7 @@ class Router:
             except (pika.exceptions.AMQPError, OSError) as e:
                 log.warning("rabbitmq connection lost (%s); retrying in %.1fs",
                             type(e).__name__, backoff)
+                self._node = (self._node + 1) % len(self._params)
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, 30.0)
@@ -211,7 +221,7 @@ class Router:
         self._publish_tag = 0
         self._flush_scheduled = False
         conn = pika.SelectConnection(
-            self._params,
+            self._params[self._node],
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_connection_closed,
@@ -291,6 +301,10 @@ class Router:
         except Exception as e:
             log.error("checkpoint failed (%s)", type(e).__name__)
         self._ticks += 1
+        if self._health_file is not None:
+            # A health check reads the file's age: fresh means consuming.
+            with contextlib.suppress(OSError):
+                self._health_file.touch()
         if self._ticks % 60 == 0:
             s = self.stats
             reasons = " ".join(f"{k}={v}" for k, v in sorted(s.by_reason.items()))

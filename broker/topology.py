@@ -46,6 +46,7 @@ import logging
 import os
 import re
 import secrets
+import ssl
 import stat
 import urllib.error
 import urllib.parse
@@ -58,7 +59,8 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from broker.errors import CredentialsError, TopologyConflict, TopologyError
+from broker.connection import connection_parameters, tls_context
+from broker.errors import ConnectionFailed, CredentialsError, TopologyConflict, TopologyError
 from protocols.amqp import DELIVER, INBOX_PREFIX, INGRESS, SUBMIT, VHOST, amqp_url_for, inbox_name
 from protocols.model import Directory, amqp_user
 
@@ -246,8 +248,10 @@ class ManagementAPI:
     """
 
     def __init__(self, base_url: str, user: str, password: str, *,
-                 timeout: float = 15.0) -> None:
+                 timeout: float = 15.0, tls_ca: Path | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        # An https:// API is verified against the CA file (the system's CAs without one).
+        self._context = tls_context(tls_ca) if base_url.startswith("https:") else None
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         self._auth = f"Basic {token}"
         self._timeout = timeout
@@ -260,7 +264,8 @@ class ManagementAPI:
             # No Accept header: some endpoints (a queue's contents) answer it with 406.
             headers={"Authorization": self._auth, "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+            with urllib.request.urlopen(request, timeout=self._timeout,
+                                        context=self._context) as response:
                 raw = response.read()
                 return response.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as e:
@@ -269,8 +274,11 @@ class ManagementAPI:
             raise TopologyError(f"management API {method} {path}: HTTP {e.code} "
                                 f"{_reason_of(e)}") from e
         except urllib.error.URLError as e:
+            reason = e.reason
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                reason = "its TLS certificate is not signed by the configured CA"
             raise TopologyError(f"management API at {self.base_url} unreachable: "
-                                f"{e.reason}") from e
+                                f"{reason}") from e
         except (OSError, ValueError) as e:
             raise TopologyError(f"management API {method} {path}: {type(e).__name__}") from e
 
@@ -290,13 +298,17 @@ class ManagementAPI:
     def delete(self, path: str) -> bool:
         return self._call("DELETE", path)[0] != 404
 
-    def amqp_endpoint(self) -> tuple[str, int]:
-        """Host and port of the node's AMQP listener (the host is the management URL's)."""
+    def amqp_endpoint(self) -> str:
+        """The node's AMQP listener as ``amqp[s]://host:port`` (the host is the management
+        URL's); a TLS listener is preferred."""
         overview = self.get("/api/overview")
         host = urllib.parse.urlsplit(self.base_url).hostname or "127.0.0.1"
-        for listener in (overview or {}).get("listeners", []):
-            if listener.get("protocol") == "amqp":
-                return host, int(listener["port"])
+        found = {str(listener.get("protocol")): int(listener["port"])
+                 for listener in (overview or {}).get("listeners", [])}
+        if "amqp/ssl" in found:
+            return f"amqps://{host}:{found['amqp/ssl']}"
+        if "amqp" in found:
+            return f"amqp://{host}:{found['amqp']}"
         raise TopologyError("the node has no AMQP listener")
 
 
@@ -353,20 +365,22 @@ class _Binding:
 
 def provision(management_url: str, admin_user: str, admin_password: str,
               directory: Directory, credentials: Credentials, *, vhost: str = VHOST,
-              broker_user: str = BROKER_USER, amqp_url: str | None = None) -> ProvisionReport:
+              broker_user: str = BROKER_USER, amqp_url: str | None = None,
+              tls_ca: Path | None = None) -> ProvisionReport:
     """Make ``vhost`` match wire spec section 5 for the units of ``directory``.
 
     New users get a random password, stored in ``credentials`` first. ``amqp_url``
     (any credentials in it are ignored) is where the live emptiness check of a
     removed unit's inbox connects; by default the node's AMQP listener, found
-    through the management API.
+    through the management API. ``tls_ca`` is the CA file that an ``https://``
+    management API and an ``amqps://`` node are verified against.
 
     Raises:
         TopologyConflict: an exchange or queue exists with other properties.
         TopologyError: the management API refused a request or is unreachable.
         CredentialsError: the credentials file cannot be read or written.
     """
-    api = ManagementAPI(management_url, admin_user, admin_password)
+    api = ManagementAPI(management_url, admin_user, admin_password, tls_ca=tls_ca)
     changes = _Changes()
     units = sorted(u.address for u in directory.units())
     wanted_users = {amqp_user(a): unit_permissions(a) for a in units}
@@ -394,7 +408,7 @@ def provision(management_url: str, admin_user: str, admin_password: str,
     _remove_users(api, vhost, set(wanted_users) | {admin_user}, credentials, changes)
     _converge_bindings(api, vhost, wanted_bindings, changes)
     _remove_inboxes(api, vhost, set(wanted_queues), changes, credentials, broker_user,
-                    amqp_url)
+                    amqp_url, tls_ca)
     report = changes.freeze()
     log.info("provisioned vhost=%s created=%d updated=%d removed=%d kept=%d", vhost,
              len(report.created), len(report.updated), len(report.removed), len(report.kept))
@@ -538,14 +552,15 @@ def _converge_bindings(api: ManagementAPI, vhost: str, wanted: set[_Binding],
 
 
 def _remove_inboxes(api: ManagementAPI, vhost: str, wanted: set[str], changes: _Changes,
-                    credentials: Credentials, broker_user: str, amqp_url: str | None) -> None:
+                    credentials: Credentials, broker_user: str, amqp_url: str | None,
+                    tls_ca: Path | None) -> None:
     queues = api.get(_path("queues", vhost), query="columns=name") or []
     stale = sorted(str(q["name"]) for q in queues
                    if str(q.get("name", "")).startswith(INBOX_PREFIX)
                    and q["name"] not in wanted)
     if not stale:
         return
-    counts = _live_counts(api, vhost, stale, credentials, broker_user, amqp_url)
+    counts = _live_counts(api, vhost, stale, credentials, broker_user, amqp_url, tls_ca)
     for name in stale:
         if name not in counts:
             changes.kept.append(f"queue {name} (could not check that it is empty)")
@@ -562,7 +577,8 @@ def _remove_inboxes(api: ManagementAPI, vhost: str, wanted: set[str], changes: _
 
 def _live_counts(api: ManagementAPI, vhost: str, queues: Iterable[str],
                  credentials: Credentials, broker_user: str,
-                 amqp_url: str | None) -> dict[str, tuple[int, int] | None]:
+                 amqp_url: str | None, tls_ca: Path | None
+                 ) -> dict[str, tuple[int, int] | None]:
     """Ready messages and consumers of each queue, asked of the queue itself over AMQP.
 
     A passive declare needs no permission on the queue, so the broker's user
@@ -571,13 +587,9 @@ def _live_counts(api: ManagementAPI, vhost: str, queues: Iterable[str],
     """
     counts: dict[str, tuple[int, int] | None] = {}
     try:
-        if amqp_url is None:
-            host, port = api.amqp_endpoint()
-            base = f"amqp://{host}:{port}"
-        else:
-            base = amqp_url
+        base = api.amqp_endpoint() if amqp_url is None else amqp_url
         url = amqp_url_for(base, broker_user, credentials.password(broker_user), vhost)
-        params = pika.URLParameters(url)
+        params = connection_parameters([url], tls_ca=tls_ca)[0]
         params.connection_attempts = 2
         params.socket_timeout = 10
         params.blocked_connection_timeout = 10
@@ -593,7 +605,7 @@ def _live_counts(api: ManagementAPI, vhost: str, queues: Iterable[str],
                 counts[name] = (int(ok.message_count), int(ok.consumer_count))
                 channel.close()
     except (pika.exceptions.AMQPError, OSError, ValueError, CredentialsError,
-            TopologyError) as e:
+            TopologyError, ConnectionFailed) as e:
         log.warning("live check of removed inboxes failed (%s); keeping them",
                     type(e).__name__)
     return counts

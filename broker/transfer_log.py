@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -162,6 +163,7 @@ def _engine_for(url: str, *, must_exist: bool) -> Engine:
         if must_exist and not Path(parsed.database).is_file():
             # Connecting would create an empty database where a log was expected.
             raise TransferLogError("there is no transfer log at this URL")
+        _create_private(Path(parsed.database))
         # The driver must not begin transactions itself: writers begin with
         # BEGIN IMMEDIATE, which takes the write lock before reading the frontier.
         engine = sa.create_engine(parsed, isolation_level="AUTOCOMMIT",
@@ -171,6 +173,17 @@ def _engine_for(url: str, *, must_exist: bool) -> Engine:
     if parsed.get_backend_name() != "postgresql":
         raise TransferLogError("the transfer log runs on SQLite or PostgreSQL")
     return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+def _create_private(path: Path) -> None:
+    """Create a new SQLite file 0600: SQLite gives its -wal and -shm files the mode of
+    the database file, so none of the three is ever readable by others."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise TransferLogError(f"cannot create the transfer log file ({e.strerror})") from e
 
 
 def _aware(now: datetime) -> datetime:

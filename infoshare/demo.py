@@ -243,7 +243,7 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
         ok = result.ok and not mismatches
         if keep_running:
             _say("--keep-running: the RabbitMQ node stays up; stop it with "
-                 f"`infoshare node stop --data-dir {home / 'rabbitmq'}`")
+                 f"`infoshare node stop --home {home / 'rabbitmq'}`")
         return 0 if ok else 1
 
 
