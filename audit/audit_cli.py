@@ -124,8 +124,11 @@ def audit() -> None:
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--log", "log_url", required=True, help="Transfer log database URL or file.")
 @click.option("--registry", "registry_url", required=True, help="Registry base URL.")
-@click.option("--token", envvar="INFOSHARE_REGISTRY_TOKEN", required=True,
-              help="Registry token with role auditor (or $INFOSHARE_REGISTRY_TOKEN).")
+@click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, help="A file holding a registry token with role auditor.")
+@click.option("--token", envvar=["INFOSHARE_TOKEN", "INFOSHARE_REGISTRY_TOKEN"], default=None,
+              show_envvar=True, help="The token itself (prefer --token-file or "
+              "$INFOSHARE_TOKEN: a command line is visible to others).")
 @click.option("--registry-key", type=click.Path(path_type=Path, dir_okay=False),
               required=True, help="The registry's public key file (pinned).")
 @click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -134,8 +137,8 @@ def audit() -> None:
 @click.option("--origin", default=DEFAULT_ORIGIN, show_default=True,
               help="The log's name in its checkpoints (with --key-file).")
 @log_key_option
-def export_command(out_dir: Path, log_url: str, registry_url: str, token: str,
-                   registry_key: Path, key_file: Path | None, origin: str,
+def export_command(out_dir: Path, log_url: str, registry_url: str, token_file: Path | None,
+                   token: str | None, registry_key: Path, key_file: Path | None, origin: str,
                    log_key: str | None) -> None:
     """Write an export of the log to OUT_DIR (wire spec 6.4).
 
@@ -146,6 +149,11 @@ def export_command(out_dir: Path, log_url: str, registry_url: str, token: str,
     """
     if (key_file is None) == (log_key is None):
         raise click.UsageError("give either --key-file (to sign) or --log-key (to read only)")
+    if token_file is not None:
+        token = _run(lambda: token_file.read_text(encoding="utf-8").strip())
+    if not token:
+        raise click.UsageError("give --token-file FILE or set INFOSHARE_TOKEN to an auditor's "
+                               "registry token")
     pinned = _registry_key(registry_key)
     signer: NoteSigner | None = None
     if key_file is not None:

@@ -13,17 +13,20 @@ Errors are one line and exit status 1; usage errors exit 2.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from broker.connection import check_reachable, connection_parameters
-from broker.errors import BrokerError, ConfigError
+from broker.errors import BrokerError, ConfigError, TopologyUnreachable
 from broker.host_config import (
     CONFIG_FILE,
     HOME_ENV,
@@ -43,7 +46,7 @@ from broker.host_config import (
     write_private_file,
 )
 from broker.router import DirectoryHolder, Router
-from broker.topology import BROKER_USER, Credentials, amqp_url_for, provision
+from broker.topology import BROKER_USER, Credentials, ProvisionReport, amqp_url_for, provision
 from broker.transfer_log import TransferLog
 from keys import (
     KeysError,
@@ -57,8 +60,9 @@ from keys import (
     write_public_key,
 )
 from protocols.errors import ProtocolsError
+from protocols.model import Directory
 from registry.client import RegistryClient
-from registry.errors import RegistryError
+from registry.errors import RegistryError, RegistryUnavailable
 
 log = logging.getLogger("infoshare.broker")
 
@@ -241,10 +245,13 @@ def log_key_command(home: Path | None, as_json: bool) -> None:
               default=None,
               help=f"A file holding the administrator's password (else ${ADMIN_PASSWORD_ENV}; "
               "guest's is guest).")
+@click.option("--wait", "wait_seconds", default=0.0, show_default=True,
+              type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Wait up to this long for the registry and RabbitMQ to answer.")
 @token_file_option
 @json_option
 def provision_command(home: Path | None, admin_user: str, admin_password_file: Path | None,
-                      token_file: Path | None, as_json: bool) -> None:
+                      wait_seconds: float, token_file: Path | None, as_json: bool) -> None:
     """Create or update exchanges, queues, users and rights from the signed directory."""
     config = _run(lambda: load(_home(home)))
     if os.environ.get(ADMIN_PASSWORD_ENV):
@@ -257,11 +264,15 @@ def provision_command(home: Path | None, admin_user: str, admin_password_file: P
         raise click.ClickException(f"set {ADMIN_PASSWORD_ENV} or give --admin-password-file "
                                    f"for {admin_user}")
     registry = _registry(config, token_file)
-    directory = _run(registry.directory)
-    report = _run(lambda: provision(
-        config.management_url, admin_user, password, directory,
-        Credentials(config.credentials_file), vhost=config.vhost,
-        amqp_url=config.amqp_urls[0], tls_ca=config.tls_ca))
+
+    def attempt() -> tuple[Directory, ProvisionReport]:
+        directory = registry.directory()
+        return directory, provision(
+            config.management_url, admin_user, password, directory,
+            Credentials(config.credentials_file), vhost=config.vhost,
+            amqp_url=config.amqp_urls[0], tls_ca=config.tls_ca)
+
+    directory, report = _run(lambda: _waiting(attempt, wait_seconds))
     if as_json:
         _echo_json({"directory_version": directory.version, "created": list(report.created),
                     "updated": list(report.updated), "removed": list(report.removed),
@@ -274,6 +285,83 @@ def provision_command(home: Path | None, admin_user: str, admin_password_file: P
             click.echo(f"{label:8} {item}")
     if not report.changed:
         click.echo("nothing to change")
+
+
+def _waiting(action: Callable[[], T], seconds: float) -> T:
+    """``action()``, tried again every second for up to ``seconds`` while what it needs
+    does not answer yet (a registry or RabbitMQ still starting)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return action()
+        except (RegistryUnavailable, TopologyUnreachable):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1.0)
+
+
+@broker.command("checkpoint")
+@home_option
+@click.option("--database-url-file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="A file holding the log database's URL.")
+def checkpoint_command(home: Path | None, database_url_file: Path | None) -> None:
+    """Print the log's newest signed checkpoint, to keep apart from the database.
+
+    An auditor later checks that a log (after a restore, say) still holds the
+    tree it signed: ``infoshare audit verify EXPORT --checkpoint FILE``.
+    """
+    config = _run(lambda: load(_home(home)))
+    url = _run(lambda: config.log_database_url(database_url_file))
+    transfer_log = _run(lambda: TransferLog.open(url, signer=None, origin=config.origin))
+    try:
+        note = _run(transfer_log.latest_checkpoint)
+    finally:
+        transfer_log.close()
+    if note is None:
+        raise click.ClickException("the log has no checkpoint yet: nothing was routed")
+    click.echo(note, nl=False)
+
+
+@broker.command("backup")
+@home_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The backup file to make (it must not exist).")
+def backup_command(home: Path | None, out: Path) -> None:
+    """Copy a transfer log on SQLite while routers run (PostgreSQL: use pg_dump)."""
+    config = _run(lambda: load(_home(home)))
+    url = _run(config.log_database_url)
+    transfer_log = _run(lambda: TransferLog.open(url, signer=None, origin=config.origin))
+    try:
+        size = _run(lambda: transfer_log.backup(out))
+    finally:
+        transfer_log.close()
+    click.echo(f"backed up {size} entries to {out}")
+
+
+@broker.command("config")
+@home_option
+@click.option("--amqp-url", "amqp_urls", multiple=True, metavar="URL",
+              help="Every RabbitMQ node, amqps://host:port (repeat); replaces the list.")
+@click.option("--management-url", default=None, metavar="URL")
+@click.option("--tls-ca", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="CA file that RabbitMQ's certificates are checked against.")
+@click.option("--registry-url", default=None, metavar="URL")
+def config_command(home: Path | None, amqp_urls: tuple[str, ...], management_url: str | None,
+                   tls_ca: Path | None, registry_url: str | None) -> None:
+    """Print the broker host's configuration (JSON); with options, change those first."""
+    config = _run(lambda: load(_home(home)))
+    try:
+        urls = tuple(check_amqp_url(u) for u in amqp_urls) or config.amqp_urls
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="--amqp-url") from e
+    changed = dataclasses.replace(
+        config, amqp_urls=urls,
+        management_url=(management_url or config.management_url).rstrip("/"),
+        tls_ca=tls_ca.resolve() if tls_ca else config.tls_ca,
+        registry_url=(registry_url or config.registry_url).rstrip("/"))
+    if changed != config:
+        _run(changed.save)
+    _echo_json(changed.document())
 
 
 @broker.command("run")
@@ -312,6 +400,8 @@ def run_command(home: Path | None, database_url_file: Path | None, token_file: P
                f"log size {transfer_log.size()}", err=True)
     try:
         router.run()
+        # Stopped cleanly: the last checkpoint covers every entry, for auditors.
+        _run(lambda: transfer_log.checkpoint(datetime.now(UTC)))
     finally:
         transfer_log.close()
     stats = router.stats

@@ -23,6 +23,12 @@ class TopologyError(BrokerError):
     code = "topology_error"
 
 
+class TopologyUnreachable(TopologyError):
+    """The management API did not answer (down, refused, or TLS failed)."""
+
+    code = "topology_unreachable"
+
+
 class TopologyConflict(TopologyError):
     """An exchange or queue exists already with other properties or arguments.
 

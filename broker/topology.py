@@ -60,7 +60,13 @@ import pika
 import pika.exceptions
 
 from broker.connection import connection_parameters, tls_context
-from broker.errors import ConnectionFailed, CredentialsError, TopologyConflict, TopologyError
+from broker.errors import (
+    ConnectionFailed,
+    CredentialsError,
+    TopologyConflict,
+    TopologyError,
+    TopologyUnreachable,
+)
 from protocols.amqp import DELIVER, INBOX_PREFIX, INGRESS, SUBMIT, VHOST, amqp_url_for, inbox_name
 from protocols.model import Directory, amqp_user
 
@@ -277,8 +283,8 @@ class ManagementAPI:
             reason = e.reason
             if isinstance(reason, ssl.SSLCertVerificationError):
                 reason = "its TLS certificate is not signed by the configured CA"
-            raise TopologyError(f"management API at {self.base_url} unreachable: "
-                                f"{reason}") from e
+            raise TopologyUnreachable(f"management API at {self.base_url} unreachable: "
+                                      f"{reason}") from e
         except (OSError, ValueError) as e:
             raise TopologyError(f"management API {method} {path}: {type(e).__name__}") from e
 

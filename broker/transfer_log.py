@@ -40,6 +40,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -414,6 +415,32 @@ class TransferLog:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def backup(self, target: Path) -> int:
+        """Copy a log on SQLite to a new file (0600) while routers keep writing, with
+        SQLite's online backup: the copy is the log as of one committed transaction.
+        Returns the number of entries in the copy.
+
+        Raises:
+            TransferLogError: the log is on PostgreSQL (back it up with pg_dump), or
+                ``target`` exists or cannot be written.
+        """
+        if not self._sqlite:
+            raise TransferLogError("the log is on PostgreSQL: back it up with pg_dump")
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as e:
+            raise TransferLogError(f"{target}: cannot create the backup ({e.strerror})") from e
+        copy = sqlite3.connect(target)
+        try:
+            with self._engine.connect() as conn:
+                conn.connection.dbapi_connection.backup(copy)  # type: ignore[union-attr]
+            (size,) = copy.execute("SELECT size FROM frontier").fetchone()
+        except (sqlite3.Error, sa.exc.SQLAlchemyError) as e:
+            raise TransferLogError(f"the backup failed ({type(e).__name__})") from e
+        finally:
+            copy.close()
+        return int(size)
 
     @property
     def origin(self) -> str:
