@@ -7,7 +7,7 @@ a unit's keys from ``KEYS/<org>.<unit>.signing.key`` and
 rotation), unsealed with the passphrase in ``INFOSHARE_PASSPHRASE``. The
 client's state and received records live under ``HOME/agencies/<org>.<unit>/``.
 
-Exit status 0 on success, 1 on a refusal (the reason code is printed) or any
+Exit status 0 on success, 3 on a refusal (the reason code is printed), 1 on any
 other error (a one-line message); never a traceback. Output holds ids and
 codes only: records are written to files, never printed.
 """
@@ -60,7 +60,7 @@ def _errors() -> Iterator[None]:
         yield
     except LocalRefusal as e:
         click.echo(f"refused: {e.reason}", err=True)
-        raise SystemExit(1) from None
+        raise SystemExit(3) from None  # refused by policy
     except (AgencyError, KeysError, RegistryError, ProtocolsError) as e:
         _fail(str(e))
     except OSError as e:

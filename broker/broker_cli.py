@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import click
 
 from broker.connection import check_reachable, connection_parameters
-from broker.errors import BrokerError, ConfigError, TopologyUnreachable
+from broker.errors import BrokerError, ConfigError, ConnectionFailed, TopologyUnreachable
 from broker.host_config import (
     CONFIG_FILE,
     HOME_ENV,
@@ -294,7 +294,7 @@ def _waiting(action: Callable[[], T], seconds: float) -> T:
     while True:
         try:
             return action()
-        except (RegistryUnavailable, TopologyUnreachable):
+        except (RegistryUnavailable, TopologyUnreachable, ConnectionFailed):
             if time.monotonic() >= deadline:
                 raise
             time.sleep(1.0)
@@ -374,8 +374,11 @@ def config_command(home: Path | None, amqp_urls: tuple[str, ...], management_url
 @click.option("--health-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A file touched every second while the router consumes (for health "
               "checks: healthy while it is fresh).")
+@click.option("--wait", "wait_seconds", default=0.0, show_default=True,
+              type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Wait up to this long for RabbitMQ and the registry to answer at start.")
 def run_command(home: Path | None, database_url_file: Path | None, token_file: Path | None,
-                batch_size: int, health_file: Path | None) -> None:
+                batch_size: int, health_file: Path | None, wait_seconds: float) -> None:
     """Route envelopes until SIGTERM: decide, log, deliver, notify, ack."""
     config = _run(lambda: load(_home(home)))
     # Whatever the router creates (the log's files) is for this user alone.
@@ -386,9 +389,9 @@ def run_command(home: Path | None, database_url_file: Path | None, token_file: P
     password = _run(lambda: Credentials(config.credentials_file).password(BROKER_USER))
     urls = [amqp_url_for(u, BROKER_USER, password, config.vhost) for u in config.amqp_urls]
     params = _run(lambda: connection_parameters(urls, tls_ca=config.tls_ca))
-    _run(lambda: check_reachable(params))
+    _run(lambda: _waiting(lambda: check_reachable(params), wait_seconds))
     registry = _registry(config, token_file)
-    holder = _run(lambda: DirectoryHolder(registry.directory))
+    holder = _run(lambda: _waiting(lambda: DirectoryHolder(registry.directory), wait_seconds))
     url = _run(lambda: config.log_database_url(database_url_file))
     transfer_log = _run(lambda: TransferLog.open(
         url, signer=NoteSigner(config.origin, broker_key), origin=config.origin))

@@ -99,6 +99,9 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 def _port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As RabbitMQ binds: connections of a node that just stopped, left in
+        # TIME_WAIT, do not keep a new node from listening on the port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -632,7 +632,7 @@ def _cli(command: Any, *args: str | Path) -> Any:
     return CliRunner().invoke(command, [str(a) for a in args])
 
 
-def test_cli_refusal_prints_the_code_and_exits_1(cli_home: Path, router: HandRouter,
+def test_cli_refusal_prints_the_code_and_exits_3(cli_home: Path, router: HandRouter,
                                                  tmp_path: Path) -> None:
     record = tmp_path / "record.json"
     record.write_text(json.dumps({"education": {"attendance": "falling"}}))
@@ -641,7 +641,7 @@ def test_cli_refusal_prints_the_code_and_exits_1(cli_home: Path, router: HandRou
                   "--purpose", "early-help", "--to", EARLY_HELP, "--record", record,
                   "--reasons", "attendance", "--consent", "not_sought",
                   "--ground", "child-significant-harm", "--subject-informed")
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # refused by policy
     assert "refused: consent_required" in result.output
     assert "Traceback" not in result.output and result.exc_info[0] is SystemExit
     assert router.take() is None
