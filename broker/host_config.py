@@ -323,7 +323,9 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 def write_private_file(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically; the file is 0600 from its creation.
+    """Replace ``path`` with ``text`` atomically and durably (temporary file, fsync,
+    rename, fsync of the directory): a crash leaves the old file or the new one,
+    never half of one. The file is 0600 from its creation.
 
     Raises:
         ConfigError: it cannot be written.
@@ -336,6 +338,11 @@ def write_private_file(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     except OSError as e:
         raise ConfigError(f"{path}: cannot write ({e.strerror})") from e
     finally:

@@ -43,7 +43,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
 import ssl
@@ -61,12 +60,14 @@ import pika.exceptions
 
 from broker.connection import connection_parameters, tls_context
 from broker.errors import (
+    ConfigError,
     ConnectionFailed,
     CredentialsError,
     TopologyConflict,
     TopologyError,
     TopologyUnreachable,
 )
+from broker.host_config import write_private_file
 from protocols.amqp import DELIVER, INBOX_PREFIX, INGRESS, SUBMIT, VHOST, amqp_url_for, inbox_name
 from protocols.model import Directory, amqp_user
 
@@ -173,28 +174,13 @@ class Credentials:
         return doc
 
     def _store(self, doc: dict[str, str]) -> None:
-        directory = self.path.parent
         try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = directory / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(doc, f, indent=2, sort_keys=True)
-                    f.write("\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_private_file(self.path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
         except OSError as e:
             raise CredentialsError(f"{self.path}: cannot write ({e.strerror})") from e
+        except ConfigError as e:
+            raise CredentialsError(str(e)) from e
 
     def users(self) -> list[str]:
         return sorted(self._load())

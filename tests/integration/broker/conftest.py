@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -20,9 +19,10 @@ from pathlib import Path
 
 import pytest
 from operator_tools import INFOSHARE, Run, ServedRegistry
+from private_nodes import private_node
 from werkzeug.serving import make_server
 
-from broker.node import NodeConfig, NodeError, NodeTls, RabbitNode
+from broker.node import NodeTls, RabbitNode
 from keys import SigningKeyPair, write_public_key
 from registry.app import create_app
 from registry.store import Store
@@ -36,19 +36,9 @@ WY_PROTOCOL = (Path(__file__).resolve().parents[3] / "protocols" / "definitions"
 def tls_node(tls_server_files: object,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
     files = tls_server_files
-    data_dir = tmp_path_factory.mktemp("rabbit-tls")
     tls = NodeTls(cert=files.cert, key=files.key, ca=files.ca)  # type: ignore[attr-defined]
-    node = RabbitNode(NodeConfig.in_directory(
-        data_dir, name=f"infoshare-tls-{os.getpid()}", tls=tls))
-    try:
-        node.start()
-    except NodeError as e:
-        pytest.fail(f"could not start a private RabbitMQ node with TLS:\n{e}", pytrace=False)
-    try:
+    with private_node(tmp_path_factory.mktemp("rabbit-tls"), "infoshare-tls", tls=tls) as node:
         yield node
-    finally:
-        node.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
