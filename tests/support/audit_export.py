@@ -8,7 +8,6 @@ duplicate, an unreadable body and a countersigned referral.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,14 +27,15 @@ from envelope_factories import (
 )
 
 from audit import export
+from audit.export_dir import checkpoint_line
+from broker.router import decide_and_append, parse_body
 from broker.transfer_log import LogBatch, TransferLog
-from keys import Checkpoint, NoteSigner, SigningKeyPair, b64encode
+from keys import Checkpoint, NoteSigner, SigningKeyPair
 from protocols import merkle
-from protocols.directory import format_time, sign_directory
-from protocols.envelope import EnvelopeRefused, build_envelope, parse_envelope
-from protocols.log_format import Entry, EntryDraft, Evidence
+from protocols.directory import sign_directory
+from protocols.envelope import build_envelope
+from protocols.log_format import Entry
 from protocols.model import Consent, Directory, GroundId, amqp_user
-from protocols.policy import decide
 
 ORIGIN = "test.example/transfer-log"
 LOG_KEY = SigningKeyPair.generate()
@@ -45,41 +45,14 @@ DOOR_USER = amqp_user(FRONT_DOOR)
 CSH = Consent("not_sought", GroundId("child-significant-harm"))
 
 
-# --- a router in miniature -------------------------------------------------------------
+# --- the router's own decide-and-append ------------------------------------------------
 
 
 def route(lb: LogBatch, body: bytes, user_id: str | None, directory: Directory,
           now: datetime) -> Entry | None:
     """Decide and append as broker.router does; None for a redelivery."""
-    body_sha = hashlib.sha256(body).hexdigest()
-    at = format_time(now)
-    try:
-        env = parse_envelope(body)
-    except EnvelopeRefused as e:
-        if lb.find_logged(None, body_sha, body_sha, user_id) is not None:
-            return None
-        return lb.append(EntryDraft(
-            at=at, message_id=None, kind=None, decision="refused", reason=e.reason.value,
-            protocol=None, purpose=None, sender=None, recipient=None, in_reply_to=None,
-            consent=None, subject_informed=None, data_categories=None, header_sha256=body_sha,
-            payload_sha256=None, registry_version=directory.version),
-            Evidence(header=None, signatures=None, user_id=user_id, body_sha256=body_sha))
-    h = env.header
-    if lb.find_logged(h.message_id, env.header_sha256, body_sha, user_id) is not None:
-        return None
-    d = decide(env.submission(user_id), directory, lb, now)
-    return lb.append(EntryDraft(
-        at=at, message_id=h.message_id, kind=h.kind, decision=d.decision,
-        reason=None if d.reason is None else d.reason.value, protocol=h.protocol,
-        purpose=h.purpose, sender=h.sender, recipient=h.recipient, in_reply_to=h.in_reply_to,
-        consent=None if h.consent is None else {"status": h.consent.status,
-                                                "ground": h.consent.ground},
-        subject_informed=h.subject_informed, data_categories=list(h.data_categories),
-        header_sha256=env.header_sha256, payload_sha256=env.payload_sha256,
-        registry_version=directory.version),
-        Evidence(header=env.header_bytes,
-                 signatures=[{"key": s.key, "sig": b64encode(s.sig)} for s in env.signatures],
-                 user_id=user_id, body_sha256=body_sha))
+    entry, _, again = decide_and_append(lb, body, parse_body(body), user_id, directory, now)
+    return None if again else entry
 
 
 @dataclass
@@ -141,6 +114,10 @@ def build_export(root: Path) -> Built:
                             message_id=ids["referral"])
         route(lb, again, POLICE_USER, v7, t)  # same id, another header: duplicate
         route(lb, b'{"version": 1, "header": 5}', POLICE_USER, v7, t)
+        # A readable header in a body that fails check 1 names nothing (6.1).
+        readable, env = referral(w, created_at=T0)
+        ids["readable-malformed"] = env.header.message_id
+        route(lb, readable[:-1] + b',"extra":1}', POLICE_USER, v7, t)
         route(lb, b'{"version": 2}', None, v7, t)
         _, env = referral(w, created_at=T0)
         other = b"a different ciphertext" * 4
@@ -203,8 +180,7 @@ def resign(d: Path, signer: NoteSigner, sizes: list[int] | None = None) -> list[
     if sizes is None:
         sizes = [json_size(n) for n in read_notes(d)]
     notes = [signer.sign(Checkpoint(ORIGIN, s, merkle.root(leaves[:s])).text()) for s in sizes]
-    (d / "checkpoints.jsonl").write_text(
-        "".join(json.dumps({"note": n}) + "\n" for n in notes), encoding="utf-8")
+    (d / "checkpoints.jsonl").write_bytes(b"".join(checkpoint_line(n) + b"\n" for n in notes))
     (d / "log-key.txt").write_text(signer.verifier.line() + "\n")
     return notes
 

@@ -47,6 +47,7 @@ from audit import (
     verify,
 )
 from audit.audit_cli import audit as audit_group
+from audit.export_dir import checkpoint_line
 from broker.transfer_log import TransferLog
 from infoshare.cli import main as infoshare_main
 from keys import (
@@ -58,7 +59,7 @@ from keys import (
     write_private_key,
 )
 from protocols.directory import format_time, sign_directory
-from protocols.log_format import Entry
+from protocols.log_format import Entry, canonical_json
 
 # --- the honest log --------------------------------------------------------------------
 
@@ -78,9 +79,14 @@ def test_the_export_holds_the_documented_files(built: Built) -> None:
     notes = read_notes(d)
     assert notes[:3] == built.checkpoints
     assert open_checkpoint(notes[-1], SIGNER.verifier).size == built.log.size()
+    # Evidence lines byte for byte as the log holds them, each bound to its entry.
+    assert (d / "evidence.jsonl").read_bytes() == b"".join(
+        x + b"\n" for x in built.log.evidence_lines())
     evidence = [json.loads(x) for x in lines(d / "evidence.jsonl")]
     assert [e["seq"] for e in evidence] == list(range(built.log.size()))
-    assert set(evidence[0]) == {"seq", "header", "signatures", "user_id", "body_sha256"}
+    assert tuple(evidence[0]) == ("seq", "header", "signatures", "publisher", "body_sha256")
+    assert [hashlib.sha256(x.rstrip(b"\n")).hexdigest() for x in lines(d / "evidence.jsonl")
+            ] == [e.evidence_sha256 for e in entries_of(d)]
 
 
 def test_no_personal_data_leaves_in_the_export(built: Built) -> None:
@@ -93,13 +99,15 @@ def test_the_log_holds_what_the_router_decided(built: Built) -> None:
     by_id: dict[str | None, Entry] = {}
     for e in entries_of(built.export):
         by_id.setdefault(e.message_id, e)  # the first entry of each message
-    reasons = {name: by_id[i].reason for name, i in built.ids.items()}
+    assert built.ids["readable-malformed"] not in by_id  # refused at check 1: named nowhere
+    reasons = {name: by_id[i].reason for name, i in built.ids.items()
+               if name != "readable-malformed"}
     assert reasons == {
         "referral": None, "mismatch": "sender_mismatch", "approval": "approval_required",
         "countersigned": None, "stale": "stale", "payload": "payload_mismatch",
         "request": None, "response": None, "orphan": "no_matching_request", "edge": "stale"}
     unreadable = [e for e in entries_of(built.export) if e.message_id is None]
-    assert [e.reason for e in unreadable] == ["malformed", "unsupported_version"]
+    assert [e.reason for e in unreadable] == ["malformed", "malformed", "unsupported_version"]
     assert [e.reason for e in entries_of(built.export)
             if e.message_id == built.ids["referral"]] == [None, "duplicate"]
 
@@ -146,7 +154,7 @@ def test_report_counts_who_shared_what(built: Built) -> None:
     assert len(r.rows) == built.log.size()
     assert r.refusals_by_reason == {
         "sender_mismatch": 1, "approval_required": 1, "stale": 2, "duplicate": 1,
-        "malformed": 1, "unsupported_version": 1, "payload_mismatch": 1,
+        "malformed": 2, "unsupported_version": 1, "payload_mismatch": 1,
         "no_matching_request": 1}
     month = T0.strftime("%Y-%m")
     assert r.by_purpose_month[("safeguarding-referral", month)] == {"routed": 2, "refused": 6}
@@ -156,7 +164,7 @@ def test_report_counts_who_shared_what(built: Built) -> None:
     text = r.to_table()
     assert "Refusals by reason" in text and "approval_required" in text
     assert SECRET_NAME not in text + r.to_csv() + r.to_json()
-    assert r.summary_lines()[0] == f"{built.log.size()} entries: 4 routed, 9 refused"
+    assert r.summary_lines()[0] == f"{built.log.size()} entries: 4 routed, 10 refused"
 
 
 def test_report_filters(built: Built) -> None:
@@ -288,7 +296,7 @@ def test_two_checkpoints_of_one_size_with_different_roots(built: Built, copy: Pa
     size = json_size(notes[1])
     fork = SIGNER.sign(Checkpoint(ORIGIN, size, hashlib.sha256(b"fork").digest()).text())
     items = lines(copy / "checkpoints.jsonl")
-    items.insert(2, (json.dumps({"note": fork}) + "\n").encode())
+    items.insert(2, checkpoint_line(fork) + b"\n")
     write_lines(copy / "checkpoints.jsonl", items)
     result = verify(copy, log_key=SIGNER.verifier)
     assert (result.ok, result.file, result.line) == (False, "checkpoints.jsonl", 3)
@@ -307,13 +315,15 @@ def test_checkpoints_out_of_order_and_uncovered_entries(built: Built, copy: Path
     assert "not signed" in (result.failure or "")
 
 
-def test_missing_or_extra_evidence(built: Built, copy: Path) -> None:
+def test_extra_or_missing_evidence_lines(built: Built, copy: Path) -> None:
     items = lines(copy / "evidence.jsonl")
     write_lines(copy / "evidence.jsonl", [*items, items[-1]])
-    assert verify(copy, log_key=SIGNER.verifier).file == "evidence.jsonl"
-    (copy / "evidence.jsonl").unlink()
     result = verify(copy, log_key=SIGNER.verifier)
-    assert (result.ok, result.file) == (False, "evidence.jsonl")
+    assert (result.ok, result.file, result.line) == (False, "evidence.jsonl", len(items) + 1)
+    write_lines(copy / "evidence.jsonl", items[:-1])
+    result = verify(copy, log_key=SIGNER.verifier)
+    assert (result.ok, result.file, result.line) == (False, "evidence.jsonl", len(items))
+    assert "ends before" in (result.failure or "")
 
 
 # --- a consistent log with a wrong decision: replay ------------------------------------
@@ -362,12 +372,20 @@ def test_replay_refuses_a_directory_not_signed_by_the_registry(built: Built,
 
 def test_replay_cannot_rerun_a_decision_whose_header_is_gone(built: Built,
                                                              copy: Path) -> None:
+    # The key holder drops a header from the evidence, rebinds the entry to the
+    # new line and re-signs: consistent as a tree, but not as a decision.
     items = lines(copy / "evidence.jsonl")
     k = _entry_line(copy, built.ids["countersigned"])
     doc = json.loads(items[k])
+    old_sha = hashlib.sha256(items[k].rstrip(b"\n")).hexdigest()
     doc["header"] = doc["signatures"] = None
-    items[k] = (json.dumps(doc) + "\n").encode()
+    items[k] = canonical_json(doc) + b"\n"
     write_lines(copy / "evidence.jsonl", items)
+    entries = lines(copy / "entries.jsonl")
+    entries[k] = entries[k].replace(old_sha.encode(),
+                                    hashlib.sha256(items[k][:-1]).hexdigest().encode())
+    write_lines(copy / "entries.jsonl", entries)
+    resign(copy, SIGNER)
     found = replay(copy)
     assert [m.seq for m in found] == [k]
     assert "no header in the evidence" in found[0].detail
@@ -465,7 +483,7 @@ def test_cli_verify_replay_report(built: Built, copy: Path, tmp_path: Path) -> N
     assert replayed.exit_code == 0 and "ok:" in replayed.output
     csv_out = runner.invoke(audit_group, ["report", str(built.export), "--format", "csv",
                                           "--decision", "refused"])
-    assert csv_out.exit_code == 0 and len(csv_out.output.splitlines()) == 10
+    assert csv_out.exit_code == 0 and len(csv_out.output.splitlines()) == 11
     js = runner.invoke(audit_group, ["report", str(built.export), "--format", "json",
                                      "--from", "2026-11-25"])
     assert js.exit_code == 0 and len(json.loads(js.output)["rows"]) == 1
