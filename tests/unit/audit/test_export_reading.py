@@ -199,3 +199,9 @@ def test_a_hostile_checkpoint_file_the_auditor_holds_is_named(tmp_path: Path) ->
     held.write_bytes(b'{"note": "x"}\n' + NESTED + b"\n")
     with pytest.raises(AuditError, match=r"held\.jsonl line 2"):
         load_checkpoint_notes(held)
+
+
+def test_replay_names_a_hostile_registry_directory(copy: Path) -> None:
+    (copy / "registry" / "directory-8.json").write_bytes(NESTED)
+    found = replay(copy)
+    assert found and all("directory-8.json" in m.detail for m in found)
