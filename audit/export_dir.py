@@ -5,7 +5,7 @@ not of its form and name the file and line; messages carry seq numbers,
 codes and hashes, never entry contents beyond codes.
 
 Every file is read as strictly as ``entries.jsonl``: a line ends with one
-``\n``, is at most ``MAX_LINE_BYTES`` long (a longer one is refused before it
+``\\n``, is at most ``MAX_LINE_BYTES`` long (a longer one is refused before it
 is read whole), parses as strict JSON (no duplicate keys; a line nested too
 deeply is refused, not a crash) and is exactly the canonical bytes of what it
 holds, so no CR, no trailing space, no second spelling.
@@ -120,7 +120,7 @@ class Failure(Exception):
 
 
 class LineReader:
-    """The lines of one export file, each without its ``\n``, counted from 1.
+    """The lines of one export file, each without its ``\\n``, counted from 1.
 
     Raises :class:`Failure` (naming the file and line) for a line longer than
     ``MAX_LINE_BYTES``, which is skipped without being held in memory so
