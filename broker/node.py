@@ -25,6 +25,10 @@ to nothing else on the machine. This module guarantees:
   node's process group. It is safe to call on a node that is already dead.
 * **Findable.** ``data_dir/node.json`` records the ports and process ids, so
   another process can stop the node (:meth:`RabbitNode.from_state`).
+* **The wire limit.** ``max_message_size`` is the wire spec's limit on a whole
+  AMQP body (16 MiB, ``protocols.envelope.MAX_BODY_BYTES``): the node refuses
+  a larger publish by closing the publisher's channel (406), so no larger
+  body is ever stored, queued or handed to the router.
 
 The real scripts in ``/usr/lib/rabbitmq/bin`` are called, not the
 ``/usr/sbin`` wrappers: as root those switch to the ``rabbitmq`` user, which
@@ -57,6 +61,7 @@ from types import TracebackType
 from typing import Any
 
 from protocols.amqp import amqp_url_for
+from protocols.envelope import MAX_BODY_BYTES
 
 __all__ = [
     "RABBITMQ_BIN",
@@ -358,7 +363,7 @@ class RabbitNode:
 
     def _rabbitmq_conf(self) -> str:
         c = self.config
-        lines = ["loopback_users.guest = true"]
+        lines = ["loopback_users.guest = true", f"max_message_size = {MAX_BODY_BYTES}"]
         if c.admin_user != "guest":
             # Made on first start instead of guest, as an administrator of vhost "/".
             lines += [f"default_user = {c.admin_user}", f"default_pass = {c.admin_password}"]
