@@ -1,7 +1,8 @@
 """Fixtures for the broker host's tests: a RabbitMQ node speaking only TLS, a served registry.
 
 * ``tls_node``: a private node of its own (AMQPS and HTTPS management only),
-  with the session CA's certificate for 127.0.0.1.
+  with the session CA's certificate for 127.0.0.1 and an administrator of its
+  own (``node.config.admin_user``, ``admin_password``) instead of guest.
 * ``served_registry``: a registry on SQLite with the West Yorkshire protocol,
   served over real HTTP from a thread, with an agency token and its public
   key file, for the broker's commands to read.
@@ -37,7 +38,8 @@ def tls_node(tls_server_files: object,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
     files = tls_server_files
     tls = NodeTls(cert=files.cert, key=files.key, ca=files.ca)  # type: ignore[attr-defined]
-    with private_node(tmp_path_factory.mktemp("rabbit-tls"), "infoshare-tls", tls=tls) as node:
+    with private_node(tmp_path_factory.mktemp("rabbit-tls"), "infoshare-tls", tls=tls,
+                      admin_user="infoshare-admin") as node:
         yield node
 
 

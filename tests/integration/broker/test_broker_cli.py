@@ -142,7 +142,10 @@ def test_run_against_a_node_with_another_ca_says_so_in_one_line(
 def test_the_router_shows_no_secret_and_keeps_its_files_private(
         infoshare: Run, configured: Path, tls_node: RabbitNode, tls_server_files: object,
         served_registry: ServedRegistry) -> None:
-    registered = infoshare("broker", "provision", "--home", str(configured), "--json")
+    admin = tls_node.config
+    registered = infoshare("broker", "provision", "--home", str(configured), "--json",
+                           "--admin-user", admin.admin_user,
+                           env={"RABBITMQ_ADMIN_PASSWORD": admin.admin_password})
     assert registered.returncode == 0, registered.stderr
     assert "user infoshare-broker" in json.loads(registered.stdout)["created"]
     health = configured / "router.alive"
@@ -159,7 +162,7 @@ def test_the_router_shows_no_secret_and_keeps_its_files_private(
             time.sleep(0.1)
         assert health.exists(), "the router never touched its health file"
         cmdline = Path(f"/proc/{router.pid}/cmdline").read_bytes().decode()
-        secrets = [PASSPHRASE, served_registry.agency_token,
+        secrets = [PASSPHRASE, served_registry.agency_token, admin.admin_password,
                    Credentials(configured / "credentials.json").password(BROKER_USER)]
         assert not [s for s in secrets if s in cmdline]
         # RabbitMQ's own command line holds no password either.
@@ -172,9 +175,11 @@ def test_the_router_shows_no_secret_and_keeps_its_files_private(
     finally:
         router.send_signal(signal.SIGTERM)
         _, err = router.communicate(timeout=30)
-        api = ManagementAPI(tls_node.management_url, "guest", "guest",
+        api = ManagementAPI(tls_node.management_url, admin.admin_user, admin.admin_password,
                             tls_ca=tls_server_files.ca)  # type: ignore[attr-defined]
         api.delete("/api/vhosts/infoshare")
+        for user in Credentials(configured / "credentials.json").users():
+            api.delete(f"/api/users/{user}")
     assert router.returncode == 0, err
     assert "stopped: routed 0" in err
     assert "Traceback" not in err

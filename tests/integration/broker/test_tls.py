@@ -9,6 +9,7 @@ A client given another CA is refused, with one line saying why.
 from __future__ import annotations
 
 import contextlib
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +42,10 @@ pytestmark = pytest.mark.integration
 VHOST = "infoshare-test-tls"
 
 
+def _admin(node: RabbitNode) -> tuple[str, str]:
+    return node.config.admin_user, node.config.admin_password
+
+
 @pytest.fixture
 def other_ca(tmp_path: Path) -> Path:
     path = tmp_path / "other-ca.pem"
@@ -53,11 +58,14 @@ def credentials(tls_node: RabbitNode, tls_server_files: object,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Credentials]:
     ca = tls_server_files.ca  # type: ignore[attr-defined]
     creds = Credentials(tmp_path_factory.mktemp("tls-credentials") / "credentials.json")
-    provision(tls_node.management_url, "guest", "guest", world().directory, creds,
+    provision(tls_node.management_url, *_admin(tls_node), world().directory, creds,
               vhost=VHOST, tls_ca=ca)
     yield creds
-    api = ManagementAPI(tls_node.management_url, "guest", "guest", tls_ca=ca)
+    # Users are node-wide: the broker's tests provision the same names.
+    api = ManagementAPI(tls_node.management_url, *_admin(tls_node), tls_ca=ca)
     api.delete(f"/api/vhosts/{VHOST}")
+    for user in creds.users():
+        api.delete(f"/api/users/{user}")
 
 
 def _connect(node: RabbitNode, creds: Credentials, unit: str, ca: Path) -> BlockingConnection:
@@ -123,7 +131,7 @@ def test_a_client_with_another_ca_is_refused_in_one_line(
 
 def test_the_management_api_is_verified_too(tls_node: RabbitNode, other_ca: Path) -> None:
     with pytest.raises(TopologyError, match="not signed by the configured CA"):
-        ManagementAPI(tls_node.management_url, "guest", "guest", tls_ca=other_ca).get(
+        ManagementAPI(tls_node.management_url, *_admin(tls_node), tls_ca=other_ca).get(
             "/api/overview")
 
 
@@ -132,7 +140,21 @@ def test_the_node_has_no_plain_amqp_listener(tls_node: RabbitNode,
     plain = tls_node.url.replace("amqps://", "amqp://") + "/%2F"
     with pytest.raises(ConnectionFailed, match="is this an amqps:// port"):
         check_reachable(connection_parameters([plain]))
-    listeners = ManagementAPI(tls_node.management_url, "guest", "guest",
+    listeners = ManagementAPI(tls_node.management_url, *_admin(tls_node),
                               tls_ca=tls_server_files.ca).get(  # type: ignore[attr-defined]
         "/api/overview")["listeners"]
     assert {entry["protocol"] for entry in listeners} == {"amqp/ssl", "https", "clustering"}
+
+
+def test_the_node_has_its_own_administrator_and_no_guest(tls_node: RabbitNode,
+                                                         tls_server_files: object) -> None:
+    ca = tls_server_files.ca  # type: ignore[attr-defined]
+    api = ManagementAPI(tls_node.management_url, *_admin(tls_node), tls_ca=ca)
+    assert api.get("/api/users/guest") is None
+    assert api.get("/api/whoami")["name"] == "infoshare-admin"
+    with pytest.raises(TopologyError, match="HTTP 401"):
+        ManagementAPI(tls_node.management_url, "guest", "guest", tls_ca=ca).get(
+            "/api/overview")
+    config = (tls_node.data_dir / "rabbitmq.conf")
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert stat.S_IMODE(tls_node.data_dir.stat().st_mode) == 0o700
