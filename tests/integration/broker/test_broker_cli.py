@@ -47,9 +47,14 @@ def test_init_makes_a_private_home_and_prints_the_log_key(
         infoshare: Run, tmp_path: Path, served_registry: ServedRegistry,
         tls_node: RabbitNode, tls_server_files: object) -> None:
     home = tmp_path / "broker"
-    made = _init(infoshare, home, tls_node.url, tls_node.management_url, served_registry,
-                 "--log-name", "infoshare.wy-iisp.org.uk/transfer-log", "--tls-ca",
-                 str(tls_server_files.ca), "--json")  # type: ignore[attr-defined]
+    # The URLs exactly as the node prints them are what broker init takes.
+    status = infoshare("node", "status", "--home", str(tls_node.data_dir), "--json")
+    assert status.returncode == 0, status.stderr
+    printed = json.loads(status.stdout)
+    assert printed["amqp_url"] == tls_node.url and printed["running"] is True
+    made = _init(infoshare, home, printed["amqp_url"], printed["management_url"],
+                 served_registry, "--log-name", "infoshare.wy-iisp.org.uk/transfer-log",
+                 "--tls-ca", str(tls_server_files.ca), "--json")  # type: ignore[attr-defined]
     assert made.returncode == 0, made.stderr
     doc = json.loads(made.stdout)
     verifier = NoteVerifier.parse(doc["log_key"])
