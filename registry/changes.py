@@ -34,6 +34,7 @@ from protocols.model import (
     UnitId,
     split_address,
 )
+from protocols.text import TEXT_PATTERN, is_text, refused_characters
 from registry.errors import Conflict, Invalid, NotFound
 
 Detail = dict[str, Any]
@@ -60,19 +61,17 @@ def check_name(field: str, value: object) -> None:
             f"at most {NAME_MAX} characters"]})
 
 
-_CONTROL = r"\x00-\x1f\x7f-\x9f\ud800-\udfff"
-# Spaces listed by hand: Python's and JSON Schema's "\s" differ (\x85, \ufeff).
-_SPACE = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-#: Free text: no control characters (PostgreSQL refuses NUL; logs and pages need
-#: none) and at least one character that is not a space. Matched whole.
-TEXT_RE = f"[^{_CONTROL}]*[^{_CONTROL}{_SPACE}][^{_CONTROL}]*"
-_TEXT = re.compile(TEXT_RE)
+#: Free text kept in the directory: see :mod:`protocols.text` for what it may hold.
+TEXT_RE = TEXT_PATTERN
 
 
 def check_text(field: str, value: object, max_len: int = TEXT_MAX) -> None:
-    if not isinstance(value, str) or len(value) > max_len or not _TEXT.fullmatch(value):
-        raise Invalid(f"{field} is not valid text", {field: [
-            f"between 1 and {max_len} characters, no control characters, not only spaces"]})
+    if not isinstance(value, str) or len(value) > max_len or not is_text(value):
+        refused = refused_characters(value) if isinstance(value, str) else []
+        why = (f"holds control or invisible formatting characters ({', '.join(refused[:5])}); "
+               "retype it without them" if refused else
+               f"between 1 and {max_len} characters, not only spaces")
+        raise Invalid(f"{field} is not valid text", {field: [why]})
 
 
 def check_roles(field: str, roles: Iterable[str]) -> frozenset[Role]:

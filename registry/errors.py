@@ -29,13 +29,20 @@ class Conflict(RegistryError):
 
 
 class Invalid(RegistryError):
-    """The input is malformed or breaks a rule; ``fields`` maps field paths to messages."""
+    """The input is malformed or breaks a rule; ``fields`` maps field paths to messages.
+
+    ``code`` names the reason where a more precise one helps the caller
+    (``duplicate_key``, ``wrong_owner``...); by default it is ``invalid``.
+    """
 
     code = "invalid"
 
-    def __init__(self, message: str, fields: Mapping[str, list[str]] | None = None) -> None:
+    def __init__(self, message: str, fields: Mapping[str, list[str]] | None = None, *,
+                 code: str | None = None) -> None:
         super().__init__(message)
         self.fields: dict[str, list[str]] = {k: list(v) for k, v in (fields or {}).items()}
+        if code is not None:
+            self.code = code
 
 
 class Unauthenticated(RegistryError):

@@ -170,7 +170,7 @@ def openapi_document() -> Json:
             tag="directory")},
         "/api/v1/directory/{version}": {"get": _op(
             "The signed directory at a registry version",
-            {"200": SIGNED, **_errors(*READ_ERRORS, "404")},
+            {"200": SIGNED, **_errors(*READ_ERRORS, "404", "422")},
             parameters=[_path_param("version", {"type": "integer", "minimum": 0,
                                                 "maximum": MAX_VERSION})],
             tag="directory")},

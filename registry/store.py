@@ -26,10 +26,20 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -40,7 +50,7 @@ from protocols.loader import load_protocol_text
 from protocols.model import Directory, KeyHolder, KeyRecord, KeyUse
 from registry import changes
 from registry.errors import Conflict, Invalid, NotFound, NotInitialised, RegistryError
-from registry.tables import metadata, protocol_sources, tokens, versions
+from registry.tables import metadata, protocol_sources, tokens, versions, web_sessions
 
 __all__ = ["ROLES", "HistoryEntry", "Store", "TokenInfo", "VersionInfo", "hash_secret"]
 
@@ -494,6 +504,48 @@ class Store:
         with self._connect() as conn:
             row = conn.execute(query).first()
         return None if row is None else _token_info(row._mapping)
+
+
+    # --- web sessions ------------------------------------------------------------------
+
+    def ensure_session_table(self) -> None:
+        """Create the web sessions table in a registry made before it existed."""
+        metadata.create_all(self.engine, tables=[web_sessions])
+
+    def open_session(self, token_id: str, lifetime: timedelta) -> str:
+        """Start a web session for a token; returns its secret id (for the cookie only)."""
+        session_id = secrets.token_urlsafe(32)
+        now = self._now()
+        with self.engine.begin() as conn:
+            # Expired sessions are of no use to anyone; clear them as new ones start.
+            conn.execute(delete(web_sessions).where(
+                web_sessions.c.expires_at < format_time(now)))
+            conn.execute(insert(web_sessions).values(
+                id_sha256=hash_secret(session_id), token_id=token_id,
+                created_at=format_time(now), expires_at=format_time(now + lifetime)))
+        return session_id
+
+    def session_token(self, session_id: str) -> TokenInfo | None:
+        """The active token of a live session, or None (ended, expired, unknown, revoked)."""
+        if not isinstance(session_id, str) or len(session_id) > 100:
+            return None
+        now = format_time(self._now())
+        query = (select(tokens).join(web_sessions, web_sessions.c.token_id == tokens.c.id)
+                 .where(web_sessions.c.id_sha256 == hash_secret(session_id),
+                        web_sessions.c.ended_at.is_(None), web_sessions.c.expires_at > now,
+                        tokens.c.revoked_at.is_(None)))
+        with self._connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _token_info(row._mapping)
+
+    def end_session(self, session_id: str) -> None:
+        """End a session: its cookie, and every copy of it, no longer signs anyone in."""
+        if not isinstance(session_id, str) or len(session_id) > 100:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(update(web_sessions).where(
+                web_sessions.c.id_sha256 == hash_secret(session_id),
+                web_sessions.c.ended_at.is_(None)).values(ended_at=format_time(self._now())))
 
 
 def _token_info(r: Any) -> TokenInfo:

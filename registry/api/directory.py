@@ -25,7 +25,7 @@ def current() -> Response:
     return _signed(None)
 
 
-@bp.get("/<int:version>")
+@bp.get("/<version:version>")
 @require(*READERS)
 def at_version(version: int) -> Response:
     return _signed(version)

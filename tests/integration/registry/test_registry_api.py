@@ -175,18 +175,18 @@ def test_the_admin_flow_is_recorded_with_the_token(served, tokens) -> None:  # t
 
 
 def test_repeated_failures_from_one_address_are_throttled(served, tokens) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(5):
+    limit = served.app.config["REGISTRY_AUTH_FAILURE_LIMIT"]
+    for _ in range(limit):
         _error(call(served.url, "GET", f"{API}/directory", token="isr_guess"), 401,
                "unauthenticated")
     a = call(served.url, "GET", f"{API}/directory", token="isr_guess")
     _error(a, 429, "throttled")
-    assert 1 <= int(a.headers["retry-after"]) <= 60
-    # Refused before the token is looked at: a valid token from there waits too.
-    _error(call(served.url, "GET", f"{API}/directory", token=tokens["admin"]), 429, "throttled")
+    window = served.app.config["REGISTRY_AUTH_FAILURE_WINDOW"]
+    assert 1 <= int(a.headers["retry-after"]) <= window
+    # Judged by what is presented: a valid token from the same address still works.
+    assert call(served.url, "GET", f"{API}/directory", token=tokens["admin"]).status == 200
     # Requests without credentials are not guesses and are not counted.
     _error(call(served.url, "GET", f"{API}/directory"), 401, "unauthenticated")
-    served.clock.advance(61)
-    assert call(served.url, "GET", f"{API}/directory", token=tokens["admin"]).status == 200
 
 
 def test_every_request_is_logged_without_secrets(served, tokens, caplog) -> None:  # type: ignore[no-untyped-def]
