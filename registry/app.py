@@ -64,7 +64,7 @@ def _store_from(config: Mapping[str, Any]) -> tuple[Store, str | None]:
     data_dir = config.get("REGISTRY_DATA_DIR")
     if data_dir is None:
         raise ValueError("give REGISTRY_STORE or REGISTRY_DATA_DIR")
-    dd = DataDir(Path(data_dir))
+    dd = DataDir(Path(data_dir), config.get("REGISTRY_DATABASE_URL"))
     store = Store(dd.database_url, signing_key=dd.signing_key(passphrase_from_env()))
     return store, dd.session_secret()
 
@@ -104,9 +104,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                      limit=int(app.config["REGISTRY_AUTH_FAILURE_LIMIT"]),
                      window=int(app.config["REGISTRY_AUTH_FAILURE_WINDOW"]))
 
+    document = openapi_document(app)
+
     @app.get("/openapi.json")
     def openapi() -> Response:
-        return jsonify(openapi_document())
+        return jsonify(document)
 
     @app.after_request
     def log_request(response: Response) -> Response:

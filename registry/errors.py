@@ -28,6 +28,12 @@ class Conflict(RegistryError):
     code = "conflict"
 
 
+class LastBrokerKey(RegistryError):
+    """The key is the broker's last valid one; revoking it needs a second confirmation."""
+
+    code = "last_broker_key"
+
+
 class Invalid(RegistryError):
     """The input is malformed or breaks a rule; ``fields`` maps field paths to messages.
 

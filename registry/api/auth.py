@@ -52,6 +52,7 @@ def require(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             g.token = token
             return view(*args, **kwargs)
 
+        guarded.roles = roles  # type: ignore[attr-defined]  # read by registry.openapi
         return guarded
 
     return decorate

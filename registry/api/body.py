@@ -17,7 +17,9 @@ def flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if isinstance(messages, dict):
         for key, value in messages.items():
-            path = str(key) if not prefix else f"{prefix}.{key}"
+            # "_schema" marks errors of a whole object, which its own path names.
+            path = prefix if key == "_schema" and prefix else \
+                str(key) if not prefix else f"{prefix}.{key}"
             for k, v in flatten(value, path).items():
                 out.setdefault(k, []).extend(v)
     elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):

@@ -28,11 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from keys import EncryptionKeyPair, SigningKeyPair  # noqa: E402
+from keys import new_keys  # noqa: E402
+from registry.changes import KeyOwner  # noqa: E402
 from registry.datadir import create_data_dir  # noqa: E402
 from registry.store import Store  # noqa: E402
 
-PASSPHRASE = "bench-passphrase"
+PASSPHRASE = "bench-passphrase, long enough"
 WY_FILE = ROOT / "protocols" / "definitions" / "west-yorkshire-iisp-2016.yaml"
 
 
@@ -43,10 +44,8 @@ def build(data_dir: Path) -> str:
     store.load_protocol(WY_FILE.read_text("utf-8"), actor="bench")
     start = datetime(2024, 1, 1, tzinfo=UTC)
     for unit in store.directory().units():
-        store.register_key("unit", unit.address, "signing", SigningKeyPair.generate().public,
-                           start, actor="bench")
-        store.register_key("unit", unit.address, "encryption",
-                           EncryptionKeyPair.generate().public, start, actor="bench")
+        store.register_keys(KeyOwner("unit", unit.address), new_keys("unit", unit.address).files,
+                            start, actor="bench")
     _, secret = store.create_token("agency", "bench", actor="bench")
     store.close()
     return secret
@@ -65,6 +64,15 @@ def wait_for(port: int, deadline: float) -> None:
                 return
         except OSError:
             time.sleep(0.1)
+    raise SystemExit("the registry did not start")
+
+
+def listening_port(server: subprocess.Popen[str]) -> int:
+    """The port ``registry serve --port 0`` says it got."""
+    assert server.stdout is not None
+    for line in server.stdout:
+        if line.startswith("registry listening on "):
+            return int(line.rsplit(":", 1)[1])
     raise SystemExit("the registry did not start")
 
 
@@ -97,21 +105,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "registry"
         token = build(data_dir)
-        port = free_port()
         env = {**os.environ, "INFOSHARE_REGISTRY_PASSPHRASE": PASSPHRASE,
                "PYTHONPATH": str(ROOT)}
         if args.server == "gunicorn":
-            code = ("from pathlib import Path; from registry.serve import serve; "
-                    f"serve(Path({str(data_dir)!r}), host='127.0.0.1', port={port}, "
-                    f"workers={args.workers})")
+            command = [sys.executable, "-m", "infoshare.cli", "registry", "serve", "--home",
+                       str(data_dir), "--port", "0", "--workers", str(args.workers)]
         else:
-            code = ("from werkzeug.serving import run_simple; "
-                    "from registry.app import create_app; "
-                    f"run_simple('127.0.0.1', {port}, "
-                    f"create_app({{'REGISTRY_DATA_DIR': {str(data_dir)!r}}}), threaded=True)")
-        server = subprocess.Popen([sys.executable, "-c", code], env=env,
-                                  stderr=subprocess.DEVNULL)
+            port = free_port()
+            command = [sys.executable, "-c", (
+                "from werkzeug.serving import run_simple; "
+                "from registry.app import create_app; "
+                f"run_simple('127.0.0.1', {port}, "
+                f"create_app({{'REGISTRY_DATA_DIR': {str(data_dir)!r}}}), threaded=True)")]
+        server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True)
         try:
+            if args.server == "gunicorn":
+                port = listening_port(server)
             wait_for(port, time.monotonic() + 30)
             # Warm up: every worker opens its database and parses once.
             client(port, token, 20, [], [], time.monotonic() + 10)

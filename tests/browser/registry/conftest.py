@@ -11,8 +11,9 @@ import pytest
 from registry_site import Site
 from werkzeug.serving import make_server
 
-from keys import SigningKeyPair, key_id
+from keys import SigningKeyPair, new_keys
 from registry.app import create_app
+from registry.changes import KeyOwner
 from registry.store import Store
 
 WY_FILE = Path(__file__).resolve().parents[3] / "protocols" / "definitions" / \
@@ -27,10 +28,10 @@ def site(tmp_path: Path) -> Iterator[Site]:
     store.load_protocol(WY_FILE.read_text("utf-8"), actor="test:init")
     key_ids = []
     for unit in ("leeds-cc/front-door", "wy-police/safeguarding-hub"):
-        public = SigningKeyPair.generate().public
-        store.register_key("unit", unit, "signing", public, datetime(2024, 1, 1, tzinfo=UTC),
-                           actor="test:init")
-        key_ids.append(key_id(public))
+        made = new_keys("unit", unit)
+        store.register_keys(KeyOwner("unit", unit), {"signing": made.files["signing"]},
+                            datetime(2024, 1, 1, tzinfo=UTC), actor="test:init")
+        key_ids.append(made.files["signing"].key_id)
     _, admin = store.create_token("admin", "browser admin", actor="test:init")
     _, auditor = store.create_token("auditor", "browser auditor", actor="test:init")
     app = create_app({"REGISTRY_STORE": store, "SECRET_KEY": "browser-test"})
