@@ -89,7 +89,7 @@ def test_https_with_the_ca_file_and_refused_without(registry_home, tls_server_fi
         assert url.startswith("https://127.0.0.1:")
         client = RegistryClient(url, agency, pinned, ca_file=tls_server_files.ca)
         assert client.directory().version == 0
-        with pytest.raises(RegistryUnavailable, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+        with pytest.raises(RegistryUnavailable, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
             RegistryClient(url, agency, pinned).directory()
         # The CA file may also come from the environment, for every command that reads it.
         os.environ["INFOSHARE_REGISTRY_CA_FILE"] = str(tls_server_files.ca)
