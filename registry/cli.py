@@ -151,19 +151,26 @@ def _print(as_json: bool, value: Any, text: str) -> None:
     click.echo(json.dumps(value) if as_json else text)
 
 
+@contextmanager
+def _as_admin(home: Path, url_file: Path | None, token_file: Path | None, *,
+              write: bool) -> Iterator[tuple[Store, str]]:
+    """The store, and the actor the history records: the administrator's token."""
+    with _errors():
+        store = _open(home, url_file, write=write)
+        try:
+            yield store, f"token:{_admin(store, token_file).id}"
+        finally:
+            store.close()
+
+
 def change_command(f: Callable[..., Any]) -> Callable[..., None]:
     """A command that changes the registry as the token's holder; prints the new version."""
 
     @wraps(f)
     def run(home: Path, database_url_file: Path | None, token_file: Path | None,
             as_json: bool, **kwargs: Any) -> None:
-        with _errors():
-            store = _open(home, database_url_file, write=True)
-            try:
-                admin = _admin(store, token_file)
-                result = f(store, actor=f"token:{admin.id}", **kwargs)
-            finally:
-                store.close()
+        with _as_admin(home, database_url_file, token_file, write=True) as (store, actor):
+            result = f(store, actor=actor, **kwargs)
         version, extra = result if isinstance(result, tuple) else (result, {})
         _print(as_json, {"version": version, **extra}, f"registry version {version}")
 
@@ -423,13 +430,9 @@ def token_command(f: Callable[..., None]) -> Callable[..., None]:
     @wraps(f)
     def run(home: Path, database_url_file: Path | None, token_file: Path | None,
             as_json: bool, **kwargs: Any) -> None:
-        with _errors():
-            store = _open(home, database_url_file, write=False)
-            try:
-                admin = _admin(store, token_file)
-                f(store, f"token:{admin.id}", as_json, **kwargs)
-            finally:
-                store.close()
+        # Tokens are not part of the signed directory: the registry key stays sealed.
+        with _as_admin(home, database_url_file, token_file, write=False) as (store, actor):
+            f(store, actor, as_json, **kwargs)
 
     return home_option(url_file_option(token_option(json_option(run))))
 
