@@ -46,6 +46,9 @@ RUN groupadd --system --gid 10001 infoshare \
 
 USER 10001:10001
 WORKDIR /var/lib/infoshare
-ENV INFOSHARE_HOME=/var/lib/infoshare/home
+# The deployment's CA (compose mounts it): the registry's HTTPS certificate,
+# and RabbitMQ's, are checked against it.
+ENV INFOSHARE_HOME=/var/lib/infoshare/home \
+    INFOSHARE_REGISTRY_CA_FILE=/etc/infoshare/ca.pem
 ENTRYPOINT ["with-secrets"]
 CMD ["infoshare", "--help"]

@@ -49,6 +49,7 @@ from broker.router import DirectoryHolder, Router
 from broker.topology import BROKER_USER, Credentials, ProvisionReport, amqp_url_for, provision
 from broker.transfer_log import TransferLog
 from keys import (
+    BROKER_OWNER,
     KeysError,
     NoteSigner,
     NoteVerifier,
@@ -56,8 +57,10 @@ from keys import (
     key_id,
     parse_public_key_text,
     read_private_key,
+    sign_public_key_file,
     write_private_key,
     write_public_key,
+    write_public_key_file,
 )
 from protocols.errors import ProtocolsError
 from protocols.model import Directory
@@ -202,7 +205,9 @@ def init_command(home: Path | None, log_name: str | None, amqp_urls: tuple[str, 
         ensure_private_dir(home)
         write_private_key(home / KEY_FILE, kind="signing", owner="broker", private=pair.seed,
                           public=pair.public, passphrase=passphrase)
-        write_public_key(home / PUBLIC_KEY_FILE, pair.public)
+        # A public key file with proof of possession: what registry register-keys takes.
+        write_public_key_file(home / PUBLIC_KEY_FILE, sign_public_key_file(
+            "broker", BROKER_OWNER, "signing", pair.public, pair))
         write_public_key(home / REGISTRY_KEY_FILE, pinned)
         (home / LOG_KEY_FILE).write_text(verifier.line() + "\n", encoding="ascii")
         if token is not None:
@@ -217,8 +222,8 @@ def init_command(home: Path | None, log_name: str | None, amqp_urls: tuple[str, 
                     "config_file": str(home / CONFIG_FILE)})
         return
     click.echo(f"broker host set up in {home}")
-    click.echo(f"broker key {key_id(pair.public)}: register {home / PUBLIC_KEY_FILE} "
-               "with the registry (holder broker, use signing)")
+    click.echo(f"broker key {key_id(pair.public)}: register {home / PUBLIC_KEY_FILE} with "
+               "infoshare registry register-keys --broker")
     click.echo("log verifier key (give it to auditors):")
     click.echo(verifier.line())
 

@@ -68,6 +68,14 @@ def test_the_readme_exchanges_a_referral_and_verifies_the_log(trial: Path) -> No
     assert transcript.returncode == 0, text[-3000:]
     assert "Traceback" not in text
 
+    # The registry records each change as the administrator whose token made it,
+    # and serves at the address it prints.
+    history = _between(text, "infoshare registry history")
+    assert "Registered the signing and encryption keys of unit leeds-cc/childrens-social-care" \
+        in history
+    assert "IG officer, Leeds" in history
+    assert "registry listening on http://127.0.0.1:8080" in text
+
     log_key = _between(text, "infoshare broker init").strip().splitlines()[-1]
     assert "/transfer-log+" in log_key
     sent = _between(text, "infoshare send")

@@ -158,6 +158,10 @@ def test_every_amqp_client_is_given_the_three_nodes_over_tls(
     assert sorted(urls) == [f"amqps://{n}:5671" for n in NODES]
     assert "--tls-ca" in init
     assert init[init.index("--management-url") + 1].startswith("https://")
+    # The registry is served over HTTPS too, and read that way.
+    assert init[init.index("--registry-url") + 1] == "https://registry:8443"
+    serve = services["registry"]["command"]
+    assert {"--certfile", "--keyfile"} <= set(serve)
     # Whatever speaks AMQP reads those nodes: the broker's own configuration, or a
     # bundle made from it (the bundle takes every node of the configuration).
     for name, service in services.items():
