@@ -70,7 +70,8 @@ def test_secrets_agree_with_one_another_and_are_made_once(secrets_dir: Path) -> 
     assert (secrets_dir / "broker_passphrase").read_text() == before
 
 
-@pytest.mark.parametrize("host", ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3", "registry"])
+@pytest.mark.parametrize("host", ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3", "registry",
+                                  "gateway-leeds-cc", "gateway-wy-police"])
 def test_each_certificate_is_accepted_for_its_host_name_only(secrets_dir: Path,
                                                               host: str) -> None:
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
