@@ -180,6 +180,8 @@ class CheckpointGroup:
 
     size: int
     items: list[tuple[int, Checkpoint]]
+    #: The first note of the group, as signed.
+    note: str = ""
 
 
 def read_checkpoints(path: Path, verifier: NoteVerifier) -> Iterator[CheckpointGroup]:
@@ -191,7 +193,7 @@ def read_checkpoints(path: Path, verifier: NoteVerifier) -> Iterator[CheckpointG
 
 
 def checkpoint_groups(lines: Iterable[tuple[int, bytes]], verifier: NoteVerifier, *,
-                      origin: str | None = None, after: int = -1
+                      origin: str | None = None, after: int = -1, file: str = CHECKPOINTS
                       ) -> Iterator[CheckpointGroup]:
     """Numbered checkpoint lines (``checkpoint_line`` bytes), each verified, in groups of
     equal size, never smaller than ``after``; all of one ``origin`` (the first's if None).
@@ -203,7 +205,7 @@ def checkpoint_groups(lines: Iterable[tuple[int, bytes]], verifier: NoteVerifier
     group: CheckpointGroup | None = None
     last = after
     for n, raw in lines:
-        where: dict[str, Any] = {"file": CHECKPOINTS, "line": n}
+        where: dict[str, Any] = {"file": file, "line": n}
         try:
             note = _note_of(strict_json.loads(raw))
         except ValueError as e:
@@ -230,7 +232,7 @@ def checkpoint_groups(lines: Iterable[tuple[int, bytes]], verifier: NoteVerifier
             continue
         if group is not None:
             yield group
-        group = CheckpointGroup(cp.size, [(n, cp)])
+        group = CheckpointGroup(cp.size, [(n, cp)], note)
     if group is not None:
         yield group
 

@@ -38,6 +38,10 @@ class ReportFilters:
     ground: str | None = None
     #: The AMQP user that published (``org.unit``), or the unit's address (``org/unit``).
     publisher: str | None = None
+    kind: str | None = None
+    reason: str | None = None
+    #: The consent status: given, not_sought or refused.
+    consent: str | None = None
 
     def admits(self, e: Entry) -> bool:
         day = e.at[:10]
@@ -55,9 +59,24 @@ class ReportFilters:
             return False
         if self.decision is not None and e.decision != self.decision:
             return False
-        if self.publisher is not None and e.publisher != _user(self.publisher):
+        if self.publisher is not None and e.publisher != self.publisher_user:
+            return False
+        if self.kind is not None and e.kind != self.kind:
+            return False
+        if self.reason is not None and e.reason != self.reason:
+            return False
+        if self.consent is not None and (e.consent or {}).get("status") != self.consent:
             return False
         return self.ground is None or (e.consent or {}).get("ground") == self.ground
+
+    @property
+    def publisher_user(self) -> str | None:
+        return None if self.publisher is None else _user(self.publisher)
+
+    def given(self) -> dict[str, str]:
+        """The filters that are set, as text (dates as YYYY-MM-DD)."""
+        return {k: (v.isoformat() if isinstance(v, date) else str(v))
+                for k, v in asdict(self).items() if v is not None}
 
 
 def _user(publisher: str) -> str:

@@ -56,7 +56,7 @@ class TileId:
     def needs_size(self) -> int:
         """The smallest tree size that holds the whole of this tile."""
         level = 0 if self.level is None else self.level
-        return (self.index * TILE_WIDTH + self.count) * TILE_WIDTH ** level
+        return int((self.index * TILE_WIDTH + self.count) * TILE_WIDTH ** level)
 
 
 def encode_index(n: int) -> str:

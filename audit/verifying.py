@@ -143,8 +143,10 @@ class TreeCheck:
     """
 
     def __init__(self, verifier: NoteVerifier, *, evidence: bool,
-                 held: Sequence[str] = (), entries_file: str = ENTRIES) -> None:
+                 held: Sequence[str] = (), entries_file: str = ENTRIES,
+                 checkpoints_file: str = CHECKPOINTS) -> None:
         self.verifier = verifier
+        self.checkpoints_file = checkpoints_file
         self.evidence = evidence
         self.entries_file = entries_file
         self.cr = merkle.CompactRange()
@@ -173,7 +175,12 @@ class TreeCheck:
         self._groups = itertools.chain(self._groups, groups)
         if self._pending is None:
             self._pending = next(self._groups, None)
-        self._settle()
+        self.settle()
+
+    @property
+    def newest_note(self) -> str | None:
+        """The newest checkpoint that matched the entries, as signed."""
+        return None if self.newest is None else self.newest.note
 
     def add(self, raw: bytes, evidence_line: bytes | None = None) -> Entry:
         """Check the next entry (its exact bytes) and, when the log has evidence, its line.
@@ -181,6 +188,16 @@ class TreeCheck:
         Raises:
             Failure: not a canonical entry, out of seq, evidence that is not its own, or
                 a checkpoint this entry completes does not match.
+        """
+        entry = self.take(raw, evidence_line)
+        self.settle()
+        return entry
+
+    def take(self, raw: bytes, evidence_line: bytes | None = None) -> Entry:
+        """:meth:`add` without meeting the checkpoints it completes; call :meth:`settle`.
+
+        Raises:
+            Failure: not a canonical entry, out of seq, or evidence that is not its own.
         """
         seq = self.cr.size
         where: dict[str, Any] = {"file": self.entries_file, "line": seq + 1, "seq": seq}
@@ -197,10 +214,14 @@ class TreeCheck:
                               line=seq + 1, seq=seq)
             check_evidence(entry, evidence_line, seq + 1)
         self.cr.append(entry.leaf_hash)
-        self._settle()
         return entry
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
+        """Meet the checkpoints whose size the entries have reached.
+
+        Raises:
+            Failure: such a checkpoint does not match, or the log forked.
+        """
         size = self.cr.size
         while self._pending is not None and self._pending.size <= size:
             group = self._pending
@@ -208,19 +229,19 @@ class TreeCheck:
             if group.size < size:
                 raise Failure(f"the checkpoint of size {group.size} comes after entries "
                               f"0..{size - 1} were read: checkpoints are listed smallest "
-                              "first", file=CHECKPOINTS, line=first_line)
+                              "first", file=self.checkpoints_file, line=first_line)
             for line, other in rest:
                 if other.root != first.root:
                     raise Failure(f"lines {first_line} and {line} both sign size {size} with "
-                                  "different roots: the log has forked", file=CHECKPOINTS,
+                                  "different roots: the log has forked", file=self.checkpoints_file,
                                   line=line)
             if first.root != self.cr.root():
                 after = (f"after seq {self.last_good - 1}, where the previous checkpoint "
                          "matched" if self.last_good > 0 else "from seq 0")
                 raise Failure(f"the checkpoint of size {size} does not match entries "
                               f"0..{size - 1}: an entry {after} up to seq {size - 1} was "
-                              "changed, removed, inserted or reordered", file=CHECKPOINTS,
-                              line=first_line)
+                              "changed, removed, inserted or reordered",
+                              file=self.checkpoints_file, line=first_line)
             self.checkpoints += len(group.items)
             self.origin = first.origin
             self.last_good = size
