@@ -38,7 +38,7 @@ REGISTRY: Final = "registry"
 REGISTRY_KEY: Final = "registry-key.pub"
 README: Final = "README.txt"
 #: How often (in entries) verify and replay report progress.
-PROGRESS_EVERY: Final = 100_000
+PROGRESS_EVERY: Final = 2_000
 
 #: ``progress(entries done, bytes read, bytes in entries.jsonl)``.
 Progress = Callable[[int, int, int], None]

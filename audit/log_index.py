@@ -145,6 +145,10 @@ class LogIndex:
             self._local.conn = conn
         return conn
 
+    def forget_connections(self) -> None:
+        """Drop this object's connections (after a fork: each process opens its own)."""
+        self._local = threading.local()
+
     def _meta(self, key: str) -> str | None:
         row = self.db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
@@ -186,10 +190,11 @@ class LogIndex:
         except sqlite3.DatabaseError:
             return False
 
-    def build_export(self, export: ExportLog, progress: IndexProgress | None = None) -> None:
+    def build_export(self, export: ExportLog, progress: IndexProgress | None = None, *,
+                     force: bool = False) -> None:
         """Index an export whole, unless the index already holds it as its files are now."""
         fingerprint = export.fingerprint()
-        if self.matches(fingerprint):
+        if not force and self.matches(fingerprint):
             return
         self.reset(fingerprint, evidence=export.has_evidence)
         assert self._check is not None

@@ -114,6 +114,8 @@ def counts(index: LogIndex, f: ReportFilters) -> Report:
             f"SELECT COALESCE(purpose, '-'), substr(at, 1, 7), decision, COUNT(*) FROM entries "
             f"WHERE {cond} GROUP BY 1, 2, 3", params):
         out.by_purpose_month.setdefault((purpose, month), Counter())[decision] = int(n)
+        out.entries += int(n)
+        out.routed += int(n) if decision == "routed" else 0
     for reason, n in db.execute(
             f"SELECT COALESCE(reason, '-'), COUNT(*) FROM entries WHERE {cond} "
             "AND decision = 'refused' GROUP BY 1", params):

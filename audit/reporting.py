@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from audit.errors import AuditError
-from audit.export_dir import ENTRIES, Failure, LineReader, read_entries
+from audit.export_dir import (
+    ENTRIES,
+    PROGRESS_EVERY,
+    Failure,
+    LineReader,
+    Progress,
+    read_entries,
+)
 from protocols.log_format import Entry
 from protocols.model import amqp_user
 
@@ -145,9 +152,16 @@ class Report:
     #: routed shares without consent: ground -> {"not_sought": n, "refused": m}
     without_consent_by_ground: dict[str, Counter[str]] = field(default_factory=dict)
 
-    def add(self, e: Entry) -> None:
+    #: Entries counted, whether or not their rows are kept.
+    entries: int = 0
+    routed: int = 0
+
+    def add(self, e: Entry, *, keep: bool = True) -> None:
         row = ReportRow.of(e)
-        self.rows.append(row)
+        self.entries += 1
+        self.routed += row.decision == "routed"
+        if keep:
+            self.rows.append(row)
         key = (row.purpose or "-", row.time[:7])
         self.by_purpose_month.setdefault(key, Counter())[row.decision] += 1
         if row.decision == "refused":
@@ -157,8 +171,8 @@ class Report:
                 row.consent] += 1
 
     def summary_lines(self) -> list[str]:
-        routed = sum(1 for r in self.rows if r.decision == "routed")
-        lines = [f"{len(self.rows)} entries: {routed} routed, {len(self.rows) - routed} refused"]
+        lines = [f"{self.entries} entries: {self.routed} routed, "
+                 f"{self.entries - self.routed} refused"]
         for (purpose, month), c in sorted(self.by_purpose_month.items()):
             lines.append(f"{month} {purpose}: {c['routed']} routed, {c['refused']} refused")
         for reason, n in sorted(self.refusals_by_reason.items()):
@@ -212,8 +226,11 @@ class Report:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
 
-def report(directory: Path | str, filters: ReportFilters | None = None) -> Report:
+def report(directory: Path | str, filters: ReportFilters | None = None, *,
+           progress: Progress | None = None, rows: bool = True) -> Report:
     """Who shared what with whom, with counts, over an export's entries.
+
+    ``rows=False`` keeps the counts only (a summary of a large log).
 
     Raises:
         AuditError: entries.jsonl cannot be read or holds a line that is not an entry.
@@ -221,10 +238,14 @@ def report(directory: Path | str, filters: ReportFilters | None = None) -> Repor
     d = Path(directory)
     out = Report(filters or ReportFilters())
     try:
+        total = (d / ENTRIES).stat().st_size
         with open(d / ENTRIES, "rb") as f:
-            for e in read_entries(LineReader(f, ENTRIES, seq_lines=True)):
+            lines = LineReader(f, ENTRIES, seq_lines=True)
+            for e in read_entries(lines):
                 if out.filters.admits(e):
-                    out.add(e)
+                    out.add(e, keep=rows)
+                if progress is not None and lines.line % PROGRESS_EVERY == 0:
+                    progress(lines.line, lines.bytes_read, total)
     except OSError as e:
         raise AuditError(f"{d}: cannot read {ENTRIES} ({e.strerror})") from e
     except Failure as f:
