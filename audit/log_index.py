@@ -167,7 +167,7 @@ class LogIndex:
             conn.execute("BEGIN IMMEDIATE")
             for table in ("meta", "entries", "tiles", "directories"):
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
-            conn.executescript("COMMIT;" + _DDL)
+            conn.executescript(_DDL)  # commits the drops first
             conn.execute("BEGIN IMMEDIATE")
             self._set_meta(conn, schema=SCHEMA, fingerprint=fingerprint, size="0",
                            key=self.verifier.line(), evidence=json.dumps(evidence),

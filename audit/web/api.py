@@ -56,14 +56,22 @@ class MessageAnswerSchema(CheckpointedSchema):
     entries = fields.List(fields.Nested(EntryProofSchema), required=True)
 
 
+class Size(fields.Integer):
+    """A tree size in a query string: decimal digits only (no sign, exponent or space)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,16}", value):
+            raise ValidationError("a tree size: decimal digits")
+        return int(value)
+
+
 class ConsistencyArgs(Schema):
     class Meta:
         unknown = RAISE
 
-    old = fields.Integer(required=True, strict=True,
-                         validate=validate.Range(min=0, max=MAX_SIZE))
-    new = fields.Integer(strict=True, validate=validate.Range(min=0, max=MAX_SIZE),
-                         metadata={"description": "default: the newest checkpoint's size"})
+    old = Size(required=True, validate=validate.Range(min=0, max=MAX_SIZE))
+    new = Size(validate=validate.Range(min=0, max=MAX_SIZE),
+               metadata={"description": "default: the newest checkpoint's size"})
 
 
 class ConsistencyAnswerSchema(CheckpointedSchema):

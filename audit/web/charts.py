@@ -44,7 +44,7 @@ def _config() -> dict[str, object]:
 def shares_by_purpose_month(r: Report) -> bytes:
     """Routed shares per purpose per month, stacked by purpose."""
     months = sorted({m for _, m in r.by_purpose_month})
-    purposes = sorted({p for p, _ in r.by_purpose_month})
+    purposes = sorted({p for (p, _), c in r.by_purpose_month.items() if c["routed"]})
     chart = pygal.StackedBar(title="Shares routed, by purpose and month", x_title="month",
                              y_title="shares", **_config())
     chart.x_labels = months
