@@ -26,7 +26,7 @@ _UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{
 _HEX32 = {"pattern": "^[0-9a-f]{64}$"}
 
 
-class ErrorSchema(Schema):
+class LogErrorSchema(Schema):
     code = fields.String(required=True)
     message = fields.String(required=True)
 
@@ -208,7 +208,7 @@ def _error(status: int, message: str, fields_: Any = None) -> Response:
                             "message": message}
     if fields_:
         body["message"] += f": {fields_}"
-    r = jsonify(ErrorSchema().dump(body))
+    r = jsonify(LogErrorSchema().dump(body))
     r.status_code = status
     return r
 
@@ -235,9 +235,9 @@ def openapi_document() -> dict[str, Any]:
                          "needs an auditor's registry token as a bearer token. The C2SP "
                          "tlog-tiles API (/checkpoint, /tile/...) is beside it."})
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
-    spec.components.schema("Error", schema=ErrorSchema)
+    spec.components.schema("LogError", schema=LogErrorSchema)
     errors = {str(code): {"description": text, "content": {
-        "application/json": {"schema": "Error"}}}
+        "application/json": {"schema": LogErrorSchema}}}
         for code, text in ((401, "no token, or not one the registry knows"),
                            (403, "a token whose role may not read the log"),
                            (404, "no such entry, message or checkpoint"),
@@ -247,7 +247,7 @@ def openapi_document() -> dict[str, Any]:
             "application/json": {"schema": schema}}}, **errors}
         if name == "consistency":
             responses["422"] = {"description": "sizes out of range",
-                                "content": {"application/json": {"schema": "Error"}}}
+                                "content": {"application/json": {"schema": LogErrorSchema}}}
         spec.path(path=path, operations={"get": {
             "operationId": name, "summary": summary, "parameters": params,
             "security": [{"bearer": []}], "responses": responses}})
