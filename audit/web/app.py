@@ -50,9 +50,10 @@ def create_app(site: LogSite, *, secret_key: str | None = None,
 
     @app.after_request
     def headers(response: Response) -> Response:
-        # Method, path and status: seq numbers and ids at most, never a token.
+        # Method, path, status and the token's id: seq numbers and ids at most, never a
+        # token or a name.
         request_log.info("%s %s %s %s", request.method, request.path, response.status_code,
-                         getattr(g.get("reader"), "label", "-"))
+                         getattr(g.get("reader"), "ref", "-"))
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         if not _machine_path():
             response.headers.setdefault("Content-Security-Policy", _CSP)

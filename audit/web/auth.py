@@ -1,13 +1,11 @@
 """Who may read the served log: registry tokens with role auditor, checked with the registry.
 
 The log server keeps no accounts. A bearer token (or a page session signed in
-with one) is checked with the registry that issued it, and the answer is
-kept for ``ttl`` seconds so that a busy auditor does not cost the registry a
-request each time; a revoked token is refused at most ``ttl`` seconds later.
-The registry has no call that names a token's role, so two reads answer it:
-``/api/v1/history`` is for auditors and administrators, ``/api/v1/tokens``
-for administrators alone. Only an auditor's token reads the log: who shared
-with whom is the auditors' to see.
+with one) is checked with the registry that issued it (``GET /api/v1/token``
+names the role and label of the token presented), and the answer is kept for
+``ttl`` seconds so that a busy auditor does not cost the registry a request
+each time; a revoked token is refused at most ``ttl`` seconds later. Only an
+auditor's token reads the log: who shared with whom is the auditors' to see.
 
 For an export served on this machine (``infoshare audit serve``) the token is
 a random one printed when the server starts.
@@ -20,20 +18,23 @@ import hmac
 import secrets
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from registry.client import PresentedToken, RegistryClient
+from registry.errors import NotFound, RegistryError, Throttled, Unauthenticated
+
 
 @dataclass(frozen=True)
 class Reader:
-    """Who signed in: a label safe to show and log (never the secret), and the token,
-    kept to fetch the registry directories the pages need on the reader's behalf."""
+    """Who signed in: a label for the pages (never the secret), a reference for the
+    server's log (an id, never a name), and the token, kept to fetch the registry
+    directories the pages need on the reader's behalf."""
 
     label: str
     token: str
+    ref: str
 
 
 class Refused(Exception):
@@ -51,11 +52,6 @@ class Authenticator(Protocol):
         ...
 
 
-def token_label(token: str) -> str:
-    """A short name of a token for pages and logs: a hash prefix, not the secret."""
-    return "token " + hashlib.sha256(token.encode("utf-8")).hexdigest()[:12]
-
-
 class LocalToken:
     """One random token, printed once, for an export served to its own auditor."""
 
@@ -65,39 +61,35 @@ class LocalToken:
     def check(self, token: str) -> Reader:
         if not hmac.compare_digest(token.encode("utf-8"), self.secret.encode("utf-8")):
             raise Refused(401, "that is not the token this server printed when it started")
-        return Reader(label="local auditor", token=token)
+        return Reader(label="local auditor", token=token, ref="local")
 
 
-#: ``status(path, token)``: the HTTP status the registry answers a HEAD of ``path``.
-Probe = Callable[[str, str], int]
+#: ``ask(token)``: what the registry says of a token.
+Ask = Callable[[str], PresentedToken]
 
 
 class RegistryTokens:
-    """Tokens checked with the registry at ``base_url``, answers kept ``ttl`` seconds."""
+    """Tokens checked with the registry at ``base_url``, answers kept ``ttl`` seconds.
+
+    Over HTTPS the registry's certificate is checked as the registry client
+    checks it (``INFOSHARE_REGISTRY_CA_FILE``, else the system's CAs).
+    """
 
     def __init__(self, base_url: str, *, ttl: float = 30.0,
                  timeout: float = 10.0, clock: Callable[[], float] = time.monotonic,
-                 probe: Probe | None = None) -> None:
+                 ask: Ask | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._ttl = ttl
         self._timeout = timeout
         self._clock = clock
-        self._probe = probe or self._head
+        self._ask_registry = ask or self._presented
         self._cache: dict[str, tuple[float, Reader | Refused]] = {}
         self._lock = threading.Lock()
 
-    def _head(self, path: str, token: str) -> int:
-        request = urllib.request.Request(self.base_url + path, method="HEAD",
-                                         headers={"Authorization": f"Bearer {token}"})
-        try:
-            # HTTPS is checked against the system's CAs, or SSL_CERT_FILE's.
-            with urllib.request.urlopen(request, timeout=self._timeout) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as e:
-            return int(e.code)
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            raise Refused(503, "the registry, which checks tokens, cannot be reached; try "
-                          "again later") from e
+    def _presented(self, token: str) -> PresentedToken:
+        # This client reads no directory, so it has no key to pin.
+        client = RegistryClient(self.base_url, token, b"", timeout=self._timeout)
+        return client.presented_token()
 
     def check(self, token: str) -> Reader:
         if not token or len(token) > 512 or not token.isprintable():
@@ -120,21 +112,23 @@ class RegistryTokens:
         return answer
 
     def _ask(self, token: str) -> Reader | Refused:
-        history = self._probe("/api/v1/history", token)
-        if history == 401:
+        try:
+            presented = self._ask_registry(token)
+        except Unauthenticated:
             return Refused(401, "the registry does not know this token (or it was revoked)")
-        if history == 429:
+        except Throttled:
             return Refused(503, "the registry is refusing checks for now; try again in a "
                            "minute", retry_after=60)
-        if history == 403:
-            return Refused(403, "only a registry token with role auditor may read the "
-                           "transfer log; this one is an agency's")
-        if history != 200:
-            return Refused(503, f"the registry answered {history} when asked about the token")
-        tokens = self._probe("/api/v1/tokens", token)
-        if tokens == 200:
-            return Refused(403, "only a registry token with role auditor may read the "
-                           "transfer log; an administrator's token may not")
-        if tokens != 403:
-            return Refused(503, f"the registry answered {tokens} when asked about the token")
-        return Reader(label=token_label(token), token=token)
+        except NotFound:
+            return Refused(503, f"the registry at {self.base_url} cannot name a token's role "
+                           "(no /api/v1/token): it is older than this log server")
+        except RegistryError as e:
+            return Refused(503, f"the registry, which checks tokens, cannot be asked now "
+                           f"({e.code}); try again later")
+        if presented.role == "auditor":
+            return Reader(label=f"{presented.label} (token {presented.id})", token=token,
+                          ref=f"token:{presented.id}")
+        whose = {"admin": "an administrator's", "agency": "an agency's"}.get(
+            presented.role, f"one of role {presented.role}")
+        return Refused(403, "only a registry token with role auditor may read the transfer "
+                       f"log; this one is {whose}")

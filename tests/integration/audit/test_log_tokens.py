@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
+from registry_testing import served_in_thread
 
 from audit.web.auth import Refused, RegistryTokens
 from keys import SigningKeyPair
@@ -22,15 +21,10 @@ def registry(tmp_path: Path) -> Iterator[tuple[str, Store]]:
     store = Store(f"sqlite:///{tmp_path / 'r.sqlite3'}", signing_key=SigningKeyPair.generate())
     store.initialise(actor="test:init")
     app = create_app({"REGISTRY_STORE": store, "SECRET_KEY": "test-secret"})
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}", store
+        with served_in_thread(app) as url:
+            yield url, store
     finally:
-        server.shutdown()
-        thread.join()
         store.close()
 
 
@@ -41,6 +35,9 @@ def test_only_an_auditors_token_reads_the_log(registry: tuple[str, Store]) -> No
     check = RegistryTokens(url)
     reader = check.check(tokens["auditor"][1])
     assert reader.token == tokens["auditor"][1] and tokens["auditor"][1] not in reader.label
+    # The registry's own words for the token: its label on the pages, its id in the logs.
+    assert reader.label == f"test auditor (token {tokens['auditor'][0]})"
+    assert reader.ref == f"token:{tokens['auditor'][0]}"
     for role, says in (("admin", "administrator"), ("agency", "agency")):
         with pytest.raises(Refused) as e:
             check.check(tokens[role][1])
