@@ -9,14 +9,18 @@ leaves). A live log is followed up to its newest checkpoint; an export is
 read whole. The first failure stops the index there and is kept, named, to
 show on every page.
 
-The index file is the server's own cache: it is rebuilt when it does not
-match its source (an export whose files changed, or a server started
-afresh), and it holds no secret.
+The index file is the server's own cache and holds no secret. An export's
+index is rebuilt when its files change. A live log's index is kept across
+restarts: a server started again takes it up where it stopped, once its
+tiles give the root of the checkpoint it recorded and the log still holds
+that checkpoint's notes and last entry, and verifies only what is new.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -27,18 +31,26 @@ from typing import Any, Final
 
 from audit.export_dir import (
     CHECKPOINTS,
+    CheckpointGroup,
     Failure,
     checkpoint_groups,
     checkpoint_line,
 )
 from audit.log_sources import ExportLog, ReadableLog
-from audit.tiles import HASH, TILE_WIDTH, TileBuilder, TileStore, split_hashes
+from audit.tiles import (
+    HASH,
+    TILE_WIDTH,
+    TileBuilder,
+    TileStore,
+    perfect_root,
+    split_hashes,
+)
 from audit.verifying import TreeCheck
-from keys import Checkpoint, NoteVerifier, b64encode
+from keys import Checkpoint, NoteError, NoteVerifier, b64encode, open_checkpoint
 from protocols.log_format import Entry
 
 #: Bump when the schema changes: an index of another version is rebuilt.
-SCHEMA: Final = "infoshare-log-index/1"
+SCHEMA: Final = "infoshare-log-index/2"
 #: Rows written per transaction while building.
 _BATCH: Final = 5_000
 
@@ -52,8 +64,9 @@ CREATE TABLE IF NOT EXISTS entries (
   decision TEXT NOT NULL, reason TEXT, protocol TEXT, purpose TEXT,
   sender TEXT, sender_org TEXT, recipient TEXT, recipient_org TEXT, in_reply_to TEXT,
   consent TEXT, ground TEXT, subject_informed INTEGER, categories TEXT,
-  publisher TEXT, registry_version INTEGER NOT NULL,
-  body BLOB NOT NULL, evidence BLOB);
+  publisher TEXT, registry_version INTEGER NOT NULL);
+-- The exact bytes apart: counting and filtering scan only the narrow rows above.
+CREATE TABLE IF NOT EXISTS raw (seq INTEGER PRIMARY KEY, body BLOB NOT NULL, evidence BLOB);
 CREATE INDEX IF NOT EXISTS entries_at ON entries(at);
 CREATE INDEX IF NOT EXISTS entries_message_id ON entries(message_id);
 CREATE INDEX IF NOT EXISTS entries_purpose ON entries(purpose, at);
@@ -106,14 +119,14 @@ def _org(address: str | None) -> str | None:
     return None if address is None else address.split("/")[0]
 
 
-def _row(e: Entry, body: bytes, evidence: bytes | None) -> tuple[Any, ...]:
+def _row(e: Entry) -> tuple[Any, ...]:
     consent = e.consent or {}
     return (e.seq, e.at, e.message_id, e.kind, e.decision, e.reason, e.protocol, e.purpose,
             e.sender, _org(e.sender), e.recipient, _org(e.recipient), e.in_reply_to,
             consent.get("status"), consent.get("ground"),
             None if e.subject_informed is None else int(e.subject_informed),
             None if e.data_categories is None else " ".join(e.data_categories),
-            e.publisher, e.registry_version, body, evidence)
+            e.publisher, e.registry_version)
 
 
 class LogIndex:
@@ -131,12 +144,17 @@ class LogIndex:
         self._check: TreeCheck | None = None
         self._builder = TileBuilder()
         self._notes_seen = 0
+        self._notes_digest = _digest([])
+        self._values: dict[str, tuple[tuple[str | None, str | None], list[str]]] = {}
 
     # --- connections --------------------------------------------------------------------
 
     def db(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            # Who shared with whom is confidential: the file is its owner's alone (SQLite
+            # gives its -wal and -shm files the same mode).
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -148,6 +166,9 @@ class LogIndex:
     def forget_connections(self) -> None:
         """Drop this object's connections (after a fork: each process opens its own)."""
         self._local = threading.local()
+
+    def _all_meta(self) -> dict[str, str]:
+        return {str(r[0]): str(r[1]) for r in self.db().execute("SELECT key, value FROM meta")}
 
     def _meta(self, key: str) -> str | None:
         row = self.db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -165,7 +186,7 @@ class LogIndex:
         with self._lock:
             conn = self.db()
             conn.execute("BEGIN IMMEDIATE")
-            for table in ("meta", "entries", "tiles", "directories"):
+            for table in ("meta", "entries", "raw", "tiles", "directories"):
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
             conn.executescript(_DDL)  # commits the drops first
             conn.execute("BEGIN IMMEDIATE")
@@ -179,6 +200,67 @@ class LogIndex:
                            else TreeCheck(self.verifier, evidence=evidence))
             self._builder = TileBuilder()
             self._notes_seen = 0
+            self._notes_digest = _digest([])
+
+    def resume(self, fingerprint: str, log: ReadableLog) -> bool:
+        """Take up the index a previous start left of the live log ``fingerprint`` names;
+        False when there is none to take up (then :meth:`reset`, and follow from seq 0).
+
+        Only a finished index without a failure, under this log key, whose tiles give
+        the root of the checkpoint it recorded, is taken up. The log must still hold
+        what was verified (the same checkpoint notes up to that size, the same last
+        entry); where it does not, the failure is recorded and named as any other.
+        """
+        with self._lock:
+            try:
+                meta = self._all_meta() if self.path.is_file() else {}
+                if (meta.get("schema") != SCHEMA or meta.get("fingerprint") != fingerprint
+                        or meta.get("key") != self.verifier.line() or "failure" in meta
+                        or meta.get("size") != meta.get("checkpoint_size")):
+                    return False
+                size, notes_seen = int(meta["size"]), int(meta["notes_seen"])
+                newest = CheckpointGroup(size, [(notes_seen, open_checkpoint(
+                    meta["checkpoint"], self.verifier))], meta["checkpoint"])
+                check = TreeCheck.resume(
+                    self.verifier, self.tree(size).compact_range(), newest, evidence=True,
+                    checkpoints=int(meta["checkpoints"]), entries_file="entry",
+                    checkpoints_file="checkpoint")
+                builder = TileBuilder.resume(size, self.tile)
+                if not self._tiles_hang_together(size):
+                    return False
+            except (sqlite3.DatabaseError, KeyError, ValueError, NoteError, Failure):
+                return False  # not an index to go on from: the log is read again
+            self._check, self._builder = check, builder
+            self._notes_seen, self._notes_digest = notes_seen, meta["notes_digest"]
+            try:
+                self._still_holds(log, size)
+            except Failure as f:
+                self._fail(f)
+            return True
+
+    def _tiles_hang_together(self, size: int) -> bool:
+        """Whether every full tile's root is its hash one level up: then the frontier,
+        which must give the signed root, vouches for every tile (about one hash per
+        entry, a fraction of reading the log again)."""
+        level = 0
+        while full := size // TILE_WIDTH ** (level + 1):
+            above = self.hashes(level + 1, 0, full)
+            rows = self.db().execute("SELECT data FROM tiles WHERE level = ? AND idx < ? "
+                                     "ORDER BY idx", (level, full))
+            if [perfect_root(split_hashes(bytes(r[0]))) for r in rows] != above:
+                return False
+            level += 1
+        return True
+
+    def _still_holds(self, log: ReadableLog, size: int) -> None:
+        if _digest(log.checkpoints(upto=size)) != self._notes_digest:
+            raise Failure(f"the log's checkpoints up to size {size} are not those this server "
+                          "verified before: one was changed or removed", file="checkpoint",
+                          line=self._notes_seen)
+        if size and next(log.entries(size - 1, size), None) != self.bodies(size - 1, size)[0]:
+            raise Failure(f"entry {size - 1} is not the one this server verified before: the "
+                          "log was changed, rolled back or replaced", file="entry", line=size,
+                          seq=size - 1)
 
     def matches(self, fingerprint: str) -> bool:
         """Whether the file holds a finished index of the source so named."""
@@ -233,7 +315,7 @@ class LogIndex:
                 self._check.add_checkpoints(checkpoint_groups(
                     numbered, self.verifier, origin=self._check.origin,
                     after=self._check.last_good, file="checkpoint"))
-                self._notes_seen = len(notes)
+                self._notes_seen, self._notes_digest = len(notes), _digest(notes)
                 self._index(log.entries(start, target), log.evidence_lines(start, target),
                             self._check.evidence, target - start, progress)
                 if self._check.size != target:
@@ -250,25 +332,29 @@ class LogIndex:
         assert self._check is not None
         check = self._check
         rows: list[tuple[Any, ...]] = []
+        raws: list[tuple[int, bytes, bytes | None]] = []
         tiles: dict[tuple[int, int], bytes] = {}
         done = 0
 
         def flush() -> None:
             conn = self.db()
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(f"INSERT INTO entries VALUES ({', '.join('?' * 21)})", rows)
+            conn.executemany(f"INSERT INTO entries VALUES ({', '.join('?' * 19)})", rows)
+            conn.executemany("INSERT INTO raw VALUES (?, ?, ?)", raws)
             conn.executemany("INSERT OR REPLACE INTO tiles(level, idx, data) VALUES (?, ?, ?)",
                              [(lv, ix, data) for (lv, ix), data in tiles.items()])
             self._set_meta(conn, size=str(check.size))
             conn.execute("COMMIT")
             rows.clear()
+            raws.clear()
             tiles.clear()
 
         try:
             for raw in entries:
                 line = next(evidence, None) if has_evidence else None
                 entry = check.take(raw, line)
-                rows.append(_row(entry, raw, line))
+                rows.append(_row(entry))
+                raws.append((entry.seq, raw, line))
                 for level, index, data in self._builder.append(entry.leaf_hash):
                     tiles[(level, index)] = data
                 check.settle()
@@ -292,7 +378,8 @@ class LogIndex:
     def _finish_state(self, *, export_done: bool) -> None:
         assert self._check is not None
         check = self._check
-        values = {"checkpoints": str(check.checkpoints)}
+        values = {"checkpoints": str(check.checkpoints), "notes_seen": str(self._notes_seen),
+                  "notes_digest": self._notes_digest}
         if check.newest is not None:
             values["checkpoint"] = check.newest_note or ""
             values["checkpoint_size"] = str(check.newest.size)
@@ -309,7 +396,7 @@ class LogIndex:
     # --- reading ------------------------------------------------------------------------
 
     def state(self) -> IndexState:
-        meta = {str(r[0]): str(r[1]) for r in self.db().execute("SELECT key, value FROM meta")}
+        meta = self._all_meta()
         root = meta.get("root")
         return IndexState(
             size=int(meta.get("size", "0")), checkpoint=meta.get("checkpoint"),
@@ -321,7 +408,7 @@ class LogIndex:
 
     def entry_row(self, seq: int) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.db().execute(
-            "SELECT * FROM entries WHERE seq = ?", (seq,)).fetchone()
+            "SELECT * FROM entries JOIN raw USING (seq) WHERE seq = ?", (seq,)).fetchone()
         return row
 
     def seqs_of(self, message_id: str) -> list[int]:
@@ -330,7 +417,7 @@ class LogIndex:
 
     def bodies(self, start: int, end: int) -> list[bytes]:
         return [bytes(r[0]) for r in self.db().execute(
-            "SELECT body FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq", (start, end))]
+            "SELECT body FROM raw WHERE seq >= ? AND seq < ? ORDER BY seq", (start, end))]
 
     def tile(self, level: int, index: int) -> bytes:
         row = self.db().execute("SELECT data FROM tiles WHERE level = ? AND idx = ?",
@@ -373,8 +460,20 @@ class LogIndex:
         """The distinct values of an indexed column, for the filters' choices."""
         if column not in ENTRY_COLUMNS:
             raise ValueError(f"no column {column}")
-        return [str(r[0]) for r in self.db().execute(
+        # Every page shows them; they change only as the index grows or is rebuilt.
+        version = (self._meta("size"), self._meta("built_at"))
+        known = self._values.get(column)
+        if known is not None and known[0] == version:
+            return known[1]
+        found = [str(r[0]) for r in self.db().execute(
             f"SELECT DISTINCT {column} FROM entries WHERE {column} IS NOT NULL ORDER BY 1")]
+        self._values[column] = (version, found)
+        return found
+
+
+def _digest(notes: list[str]) -> str:
+    """One hash of a log's checkpoint notes, to see at a restart that they are unchanged."""
+    return hashlib.sha256("\0".join(notes).encode("utf-8")).hexdigest()
 
 
 def _where(f: Failure) -> str:

@@ -167,6 +167,16 @@ class TileStore:
     def root(self) -> bytes:
         return merkle.EMPTY_ROOT if self.size == 0 else self.subtree(0, self.size)
 
+    def compact_range(self) -> merkle.CompactRange:
+        """The frontier of the whole tree (its perfect subtrees' roots, largest first), to
+        go on appending to a tree read before."""
+        hashes, pos = [], 0
+        for height in reversed(range(self.size.bit_length())):
+            if self.size >> height & 1:
+                hashes.append(self._perfect(pos, height))
+                pos += 1 << height
+        return merkle.CompactRange(self.size, hashes)
+
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """Raises: ValueError: ``index`` not below ``size`` or ``size`` beyond the store."""
         self._check(size)
@@ -193,6 +203,24 @@ class TileBuilder:
         #: level -> the bytes of the rightmost, not yet full, tile of that level
         self.size = size
         self.edges = dict(edges or {})
+
+    @classmethod
+    def resume(cls, size: int, tile: Callable[[int, int], bytes]) -> TileBuilder:
+        """The builder of a tree of ``size`` whose tiles ``tile(level, index)`` returns.
+
+        Raises:
+            ValueError: a rightmost tile is not as wide as the size says.
+        """
+        edges, level = {}, 0
+        while count := size // TILE_WIDTH ** level:
+            if width := count % TILE_WIDTH:
+                data = tile(level, count // TILE_WIDTH)
+                if len(data) != width * HASH:
+                    raise ValueError(f"tile {level}/{count // TILE_WIDTH} holds "
+                                     f"{len(data) // HASH} hashes, not {width}")
+                edges[level] = data
+            level += 1
+        return cls(size, edges)
 
     def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
         changed: list[tuple[int, int, bytes]] = []

@@ -166,6 +166,29 @@ class TreeCheck:
                               file="--checkpoint") from e
             self._held.setdefault(cp.size, []).append((i, cp))
 
+    @classmethod
+    def resume(cls, verifier: NoteVerifier, frontier: merkle.CompactRange,
+               newest: CheckpointGroup, *, evidence: bool, checkpoints: int,
+               entries_file: str = ENTRIES, checkpoints_file: str = CHECKPOINTS) -> TreeCheck:
+        """Go on from a tree checked before: ``frontier`` is its compact range and
+        ``newest`` the checkpoint it matched, signed by ``verifier``'s key.
+
+        Raises:
+            Failure: the frontier is not the tree that checkpoint signs.
+        """
+        (line, first), *_ = newest.items
+        if newest.size != frontier.size or first.root != frontier.root():
+            raise Failure(f"the tree checked before does not match the checkpoint of size "
+                          f"{newest.size}", file=checkpoints_file, line=line)
+        check = cls(verifier, evidence=evidence, entries_file=entries_file,
+                    checkpoints_file=checkpoints_file)
+        check.cr = frontier
+        check.checkpoints = checkpoints
+        check.origin = first.origin
+        check.last_good = newest.size
+        check.newest = newest
+        return check
+
     @property
     def size(self) -> int:
         return self.cr.size

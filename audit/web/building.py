@@ -10,12 +10,13 @@ LIVE = "live"
 
 def build(site: LogSite, progress: IndexProgress | None = None, *, force: bool = False) -> None:
     """Index (and so verify) the site's log: an export whole, a live log up to its newest
-    checkpoint, from seq 0."""
+    checkpoint, from where the index left it (from seq 0 when ``force``d)."""
     if site.export is not None:
         site.index.build_export(site.export, progress, force=force)
         return
     assert site.live is not None
-    site.index.reset(LIVE, evidence=True, live=True)
+    if force or not site.index.resume(LIVE, site.live):
+        site.index.reset(LIVE, evidence=True, live=True)
     site.index.follow(site.live, progress)
 
 

@@ -75,7 +75,7 @@ def export_tar(site: LogSite, reader: Reader) -> tuple[Iterator[bytes], str, int
     checkpoints = b"".join(checkpoint_line(n) + b"\n" for n in notes)
     entries_size, evidence_size = index.db().execute(
         "SELECT COALESCE(SUM(LENGTH(body) + 1), 0), COALESCE(SUM(LENGTH(evidence) + 1), 0) "
-        "FROM entries WHERE seq < ?", (size,)).fetchone()
+        "FROM raw WHERE seq < ?", (size,)).fetchone()
     mtime = int(time.time())
     root = f"export-{size}"
     small = {
@@ -90,7 +90,7 @@ def export_tar(site: LogSite, reader: Reader) -> tuple[Iterator[bytes], str, int
         pos = 0
         while pos < size:
             rows = index.db().execute(
-                f"SELECT {column} FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq",
+                f"SELECT {column} FROM raw WHERE seq >= ? AND seq < ? ORDER BY seq",
                 (pos, min(size, pos + _PAGE))).fetchall()
             yield b"".join(bytes(r[0]) + b"\n" for r in rows)
             pos += _PAGE

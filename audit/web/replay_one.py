@@ -30,7 +30,8 @@ class IndexHistory:
 
     def find(self, message_id: str) -> list[LoggedMessage]:
         rows = self._index.db().execute(
-            "SELECT body FROM entries WHERE message_id = ? AND seq < ? ORDER BY seq",
+            "SELECT body FROM entries JOIN raw USING (seq) WHERE message_id = ? AND seq < ? "
+            "ORDER BY seq",
             (message_id, self._seq)).fetchall()
         return [Entry.from_bytes(bytes(r[0])).logged() for r in rows]
 
