@@ -37,6 +37,9 @@ EVIDENCE: Final = "evidence.jsonl"
 REGISTRY: Final = "registry"
 REGISTRY_KEY: Final = "registry-key.pub"
 README: Final = "README.txt"
+#: Every file of an export but the registry directories (``registry/directory-N.json``).
+FIXED_FILES: Final = frozenset({ENTRIES, EVIDENCE, CHECKPOINTS, LOG_KEY, README,
+                                f"{REGISTRY}/{REGISTRY_KEY}"})
 #: How often (in entries) verify and replay report progress.
 PROGRESS_EVERY: Final = 2_000
 

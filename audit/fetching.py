@@ -23,22 +23,13 @@ from pathlib import Path
 from typing import Final
 
 from audit.errors import AuditError
-from audit.export_dir import (
-    CHECKPOINTS,
-    ENTRIES,
-    EVIDENCE,
-    LOG_KEY,
-    README,
-    REGISTRY,
-    REGISTRY_KEY,
-)
+from audit.export_dir import FIXED_FILES, REGISTRY, REGISTRY_KEY
 from audit.exporting import ExportSummary
 from audit.verifying import verify
 from keys import KeysError, NoteVerifier, parse_public_key_text
 from protocols.directory import verify_directory
 from protocols.errors import DirectoryError
 
-_FILES: Final = {ENTRIES, EVIDENCE, CHECKPOINTS, LOG_KEY, README, f"{REGISTRY}/{REGISTRY_KEY}"}
 _DIRECTORY: Final = re.compile(rf"{REGISTRY}/directory-(0|[1-9][0-9]{{0,9}})\.json")
 _CHUNK: Final = 1 << 20
 
@@ -122,7 +113,7 @@ def _unpack(tar_path: Path, into: Path) -> Path:
                 rel = m.name[len(top) + 1:]
                 if m.isdir() and rel in ("", REGISTRY):
                     continue
-                if not m.isfile() or not (rel in _FILES or _DIRECTORY.fullmatch(rel)):
+                if not m.isfile() or not (rel in FIXED_FILES or _DIRECTORY.fullmatch(rel)):
                     raise AuditError(f"the served tar holds {m.name!r}, which is not a file "
                                      "of an export")
             tar.extractall(into, filter="data")

@@ -13,25 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
-
 from audit.web.app import create_app
 from audit.web.site import LogSite
-
-
-class _Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, load: Callable[[], Any], options: dict[str, Any]) -> None:
-        self._load = load
-        self._options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self._options.items():
-            if key in self.cfg.settings and value is not None:
-                self.cfg.set(key.lower(), value)
-
-    def load(self) -> Any:
-        return self._load()
+from registry.serve import GunicornApp, listening_address
 
 
 def serve(site: LogSite, *, host: str, port: int, threads: int, certfile: Path | None = None,
@@ -40,9 +24,7 @@ def serve(site: LogSite, *, host: str, port: int, threads: int, certfile: Path |
     scheme = "https" if certfile is not None else "http"
 
     def when_ready(server: Any) -> None:
-        sock = server.LISTENERS[0].sock.getsockname()
-        shown = f"[{sock[0]}]" if ":" in sock[0] else sock[0]
-        url = f"{scheme}://{shown}:{sock[1]}"
+        url = listening_address(server, scheme)
         # The one line a script reads to learn the port it got.
         print(f"serving on {url}", flush=True)
         if announce is not None:
@@ -53,7 +35,7 @@ def serve(site: LogSite, *, host: str, port: int, threads: int, certfile: Path |
         return create_app(site, secure_cookies=certfile is not None)
 
     sys.stdout.flush()
-    _Server(load, {
+    GunicornApp(load, {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": 1, "threads": threads, "worker_class": "gthread",
         "accesslog": None, "errorlog": "-", "loglevel": "warning",

@@ -8,7 +8,7 @@ sign out, verify again) are POSTs under Flask-WTF's CSRF protection.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -27,6 +27,7 @@ from werkzeug.wrappers import Response
 from audit import log_queries
 from audit.describing import in_words, purpose_title, unit_name
 from audit.export_dir import outcome
+from audit.log_index import LogIndex
 from audit.log_queries import row_of
 from audit.reporting import ReportFilters
 from audit.web import access
@@ -176,23 +177,20 @@ def _int_arg(name: str) -> int | None:
     return int(text)
 
 
-@bp.get("/timeline.csv")
-@signed_in
-def timeline_csv() -> Response:
-    f = _filters_or_422()
-    r = Response(stream_with_context(log_queries.csv_lines(site().index, f)),
-                 content_type="text/csv; charset=utf-8")
-    r.headers["Content-Disposition"] = 'attachment; filename="transfer-log.csv"'
-    return r
+#: The downloads of a filtered view: what writes them, their type and file name.
+_DOWNLOADS: dict[str, tuple[Callable[[LogIndex, ReportFilters], Iterator[str]], str]] = {
+    "csv": (log_queries.csv_lines, "text/csv; charset=utf-8"),
+    "json": (log_queries.json_chunks, "application/json"),
+}
 
 
-@bp.get("/timeline.json")
+@bp.get("/timeline.<any(csv, json):form>")
 @signed_in
-def timeline_json() -> Response:
+def timeline_download(form: str) -> Response:
     f = _filters_or_422()
-    r = Response(stream_with_context(log_queries.json_chunks(site().index, f)),
-                 content_type="application/json")
-    r.headers["Content-Disposition"] = 'attachment; filename="transfer-log.json"'
+    write, content_type = _DOWNLOADS[form]
+    r = Response(stream_with_context(write(site().index, f)), content_type=content_type)
+    r.headers["Content-Disposition"] = f'attachment; filename="transfer-log.{form}"'
     return r
 
 

@@ -27,12 +27,12 @@ Fetch = Callable[[str], bytes]
 
 
 def _index(n: int) -> str:
-    parts = [f"{n % 1000:03d}"]
-    n //= 1000
-    while n:
-        parts.append(f"x{n % 1000:03d}")
-        n //= 1000
-    return "/".join(reversed(parts))
+    # C2SP: the decimal index, left-padded with zeros to a multiple of 3 digits, cut
+    # into 3-digit elements, every one but the last prefixed with "x".
+    digits = str(n)
+    digits = digits.zfill(-(-len(digits) // 3) * 3)
+    elements = [digits[i:i + 3] for i in range(0, len(digits), 3)]
+    return "/".join(["x" + e for e in elements[:-1]] + elements[-1:])
 
 
 def tile_path(level: int | str, n: int, width: int) -> str:
