@@ -13,7 +13,14 @@ from pathlib import Path
 
 import click
 
-from audit.audit_cli import _log_key, _open_log, _registry_key, _run, log_key_option
+from audit.audit_cli import (
+    DEFAULT_ORIGIN,
+    _log_key,
+    _open_log,
+    _registry_key,
+    _run,
+    log_key_option,
+)
 from audit.log_index import LogIndex
 from audit.log_sources import ExportLog
 from audit.progress import count_bar
@@ -21,6 +28,7 @@ from audit.serving import serve
 from audit.web.auth import LocalToken, RegistryTokens
 from audit.web.building import build
 from audit.web.site import LogSite
+from keys import NoteVerifier, read_public_key_file
 from registry.client import RegistryClient
 
 HOME_ENV = "INFOSHARE_HOME"
@@ -62,9 +70,9 @@ def _check_tls(certfile: Path | None, keyfile: Path | None) -> None:
         raise click.UsageError("give --certfile and --keyfile together")
 
 
-def _indexing(site: LogSite) -> None:
+def _indexing(site: LogSite, *, force: bool = False) -> None:
     with count_bar("index and verify") as bar:
-        _run(lambda: build(site, bar))
+        _run(lambda: build(site, bar, force=force))
     state = site.index.state()
     if state.ok:
         click.echo(f"verified {state.checkpoint_size} entries against the newest checkpoint "
@@ -77,6 +85,33 @@ def _indexing(site: LogSite) -> None:
 @click.group("log")
 def log_group() -> None:
     """Serve the transfer log read-only (C2SP tlog-tiles, proofs, exports, auditors' pages)."""
+
+
+@log_group.command("key")
+@click.option("--home", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="The broker host's directory (default $INFOSHARE_HOME), where "
+              "HOME/broker.signing.pub is.")
+@click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The broker's public signing key file (default HOME/broker.signing.pub).")
+@click.option("--origin", default=DEFAULT_ORIGIN, show_default=True,
+              help="The log's name in its checkpoints (as given to broker run).")
+def log_key(home: Path | None, key_file: Path | None, origin: str) -> None:
+    """Print the log's verifier key (name+hash+key): the line auditors pin.
+
+    Made from the broker's public key file, which signs the checkpoints.
+    """
+    home = _home(home)
+    if key_file is None:
+        if home is None:
+            raise click.UsageError("give --key-file (or --home, or set INFOSHARE_HOME)")
+        key_file = home / "broker.signing.pub"
+    found = _run(lambda: read_public_key_file(key_file))
+    if found.holder != "broker" or found.use != "signing":
+        raise click.ClickException(f"{key_file} is the {found.use} key of {found.holder} "
+                                   f"{found.owner}, not the broker's signing key")
+    # Parsed back, so an origin no note could carry is refused here, not by the auditor.
+    click.echo(_run(lambda: NoteVerifier.parse(NoteVerifier(origin, found.public).line())
+                    .line()))
 
 
 @log_group.command("serve")
@@ -93,14 +128,16 @@ def log_group() -> None:
 @click.option("--registry-key", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="The registry's public key file, pinned (default HOME/registry-key.pub).")
 @click.option("--index", "index_path", type=click.Path(path_type=Path, dir_okay=False),
-              default=None, help="The server's index file (default HOME/log-index.sqlite); "
-              "rebuilt at each start.")
+              default=None, help="The server's index file (default HOME/log-index.sqlite), "
+              "kept across restarts: a start verifies only the entries added since.")
+@click.option("--reindex", is_flag=True,
+              help="Read and verify the whole log again from seq 0 at start.")
 @click.option("--token-ttl", default=30.0, show_default=True, type=click.FloatRange(1, 3600),
               help="Seconds a token's check with the registry is kept.")
 @_serve_options
 def log_serve(home: Path | None, log_url: str | None, log_key: str | None, registry_url: str,
-              registry_key: Path | None, index_path: Path | None, token_ttl: float,
-              host: str, port: int, threads: int, certfile: Path | None,
+              registry_key: Path | None, index_path: Path | None, reindex: bool,
+              token_ttl: float, host: str, port: int, threads: int, certfile: Path | None,
               keyfile: Path | None) -> None:
     """Serve the transfer log read-only to auditors and tlog clients.
 
@@ -134,7 +171,7 @@ def log_serve(home: Path | None, log_url: str | None, log_key: str | None, regis
                    auth=RegistryTokens(registry_url, ttl=token_ttl), live=log,
                    registry_key=pinned, fetch_directory=fetch)
     try:
-        _indexing(site)
+        _indexing(site, force=reindex)
         serve(site, host=host, port=port, threads=threads, certfile=certfile, keyfile=keyfile)
     finally:
         log.close()
