@@ -236,14 +236,20 @@ def message(message_id: str) -> Response:
     return redirect(url_for("pages.entry", seq=seqs[-1]))
 
 
+def _valid_filters() -> ReportFilters | None:
+    """The filters asked for, or None when they are not valid (``_filtered`` says why)."""
+    try:
+        return filters_from_args()
+    except BadFilter:
+        return None
+
+
 @bp.get("/charts")
 @signed_in
 def charts() -> str | tuple[str, int]:
-    try:
-        f = filters_from_args()
-    except BadFilter:
-        return _filtered("charts.html", counts=None)
-    return _filtered("charts.html", counts=log_queries.counts(site().index, f))
+    f = _valid_filters()
+    return _filtered("charts.html",
+                     counts=None if f is None else log_queries.counts(site().index, f))
 
 
 @bp.get("/charts/<name>.svg")
@@ -262,9 +268,8 @@ def chart(name: str) -> Response:
 @bp.get("/report")
 @signed_in
 def report() -> str | tuple[str, int]:
-    try:
-        f = filters_from_args()
-    except BadFilter:
+    f = _valid_filters()
+    if f is None:
         return _filtered("report.html", counts=None, rows=[])
     rows = []
     for r in log_queries.rows(site().index, f):
