@@ -21,6 +21,7 @@ from agency.client_cli import notices, receive, send
 from agency.errors import AgencyError
 from audit.audit_cli import LogOpener, audit
 from audit.errors import AuditError
+from audit.serve_cli import audit_serve, log_group
 from broker.broker_cli import broker
 from broker.errors import BrokerError
 from broker.node import NodeError
@@ -109,8 +110,9 @@ def main(ctx: click.Context, verbose: int) -> None:
 
 
 for command in (keys, protocol, registry, broker, envelope, send, receive, notices, audit, node,
-                demo):
+                demo, log_group):
     main.add_command(command)
+audit.add_command(audit_serve)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from registry.errors import (
     UntrustedDirectory,
 )
 
-__all__ = ["RegistryClient", "RemoteVersion"]
+__all__ = ["PresentedToken", "RegistryClient", "RemoteVersion"]
 
 #: A directory of a large deployment is well under this; more is an attack or a bug.
 MAX_RESPONSE = 32 * 1024 * 1024
@@ -51,6 +51,15 @@ class RemoteVersion:
     created_at: datetime
     actor: str
     change: str
+
+
+@dataclass(frozen=True)
+class PresentedToken:
+    """What the registry says of this client's own token: never its secret."""
+
+    id: str
+    role: str
+    label: str
 
 
 class RegistryClient:
@@ -121,6 +130,21 @@ class RegistryClient:
                     f"{self._highest_seen}; refusing to go back")
             self._highest_seen = max(self._highest_seen, d.version)
         return d
+
+    def presented_token(self) -> PresentedToken:
+        """The id, role and label of the token this client presents.
+
+        Raises:
+            Unauthenticated: the registry does not know the token (or it was revoked).
+            Throttled, RegistryUnavailable.
+        """
+        try:
+            doc: Any = json.loads(self._get("/token"))
+            return PresentedToken(id=str(doc["id"]), role=str(doc["role"]),
+                                  label=str(doc["label"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise RegistryUnavailable("the registry's answer about the token is "
+                                      "malformed") from e
 
     def versions(self) -> list[RemoteVersion]:
         """Every registry version with who made it and what it was."""
