@@ -41,6 +41,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import ssl
 import threading
 import time
 import urllib.parse
@@ -91,7 +92,8 @@ from protocols.model import (
 from protocols.policy import LoggedMessage, decide
 from protocols.reasons import Reason
 
-__all__ = ["AgencyClient", "ReceiveStatus", "Received", "SentMessage", "StateStore"]
+__all__ = ["AgencyClient", "ReceiveStatus", "Received", "RecordSink", "SentMessage",
+           "StateStore"]
 
 log = logging.getLogger("infoshare.client")
 
@@ -112,6 +114,7 @@ RECEIPT_PENDING = 0
 RECEIPT_SENT = 1
 RECEIPT_NONE = 2  # a receipt, or a rejected envelope: nothing to acknowledge
 RECEIPT_REFUSED = 3  # the broker would refuse the receipt (reason logged)
+RECEIPT_DEFERRED = 4  # sent once the record is opened (acknowledge)
 
 # Connection errors that another attempt will not cure.
 _FATAL_CONNECT = (
@@ -327,6 +330,24 @@ class StateStore:
                            "purpose, body FROM outbox ORDER BY created_at, message_id")
         return [_Outgoing(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6])) for r in rows]
 
+    def queue_receipt(self, message_id: str, receipt: _Outgoing | None, state: int,
+                      at: datetime) -> bool:
+        """Put a deferred receipt into the outbox, or record why there is none.
+
+        Returns False if the message's receipt was not deferred (done already).
+        """
+        with self._tx() as db:
+            cur = db.execute("UPDATE received SET receipt_sent = ? WHERE message_id = ? "
+                             "AND receipt_sent = ?", (state, message_id, RECEIPT_DEFERRED))
+            if cur.rowcount != 1:
+                return False
+            if receipt is not None:
+                db.execute("INSERT OR IGNORE INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (receipt.message_id, receipt.in_reply_to, receipt.header_sha256,
+                            receipt.recipient, receipt.protocol, receipt.purpose,
+                            receipt.body, format_time(at)))
+            return True
+
     def receipt_sent(self, receipt: _Outgoing, at: datetime) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM outbox WHERE message_id = ?", (receipt.message_id,))
@@ -430,6 +451,26 @@ def _seq_of(props: pika.spec.BasicProperties) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
+#: Takes an opened record (envelope, payload, log seq) and keeps it; returns its path, if any.
+RecordSink = Callable[[ParsedEnvelope, Payload, "int | None"], "Path | None"]
+
+
+def _parameters(url: str, user: str, ca_file: str | None) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    if "heartbeat" not in query:
+        params.heartbeat = HEARTBEAT
+    if "blocked_connection_timeout" not in query:
+        params.blocked_connection_timeout = BLOCKED_TIMEOUT
+    params.connection_attempts = 1  # retries are ours, with backoff
+    params.client_properties = {"connection_name": f"infoshare-client {user}"}
+    if parts.scheme == "amqps":
+        context = ssl.create_default_context(cafile=ca_file)
+        params.ssl_options = pika.SSLOptions(context, parts.hostname)
+    return params
+
+
 # --- the client ------------------------------------------------------------------------
 
 
@@ -443,21 +484,33 @@ class AgencyClient:
     """Send and receive for one unit. See the module docstring for the guarantees.
 
     ``amqp_url`` carries the unit's user (which must be ``amqp_user(unit)``),
-    password and vhost. ``directory`` is called for a fresh verified
-    directory (e.g. ``RegistryClient.directory``). ``broker_key`` is the raw
-    public key the broker signs notices with. ``countersigners`` are manager
-    keys added to every envelope sent (``send(approvals=...)`` adds more).
+    password and vhost; a list of URLs names every node of a cluster, tried in
+    turn. ``ca_file`` is the CA certificate that ``amqps://`` nodes are checked
+    against. ``record_sink`` (if given) takes each opened record instead of a
+    file in ``out_dir``; it must be idempotent by message id. With
+    ``deferred_receipts`` a receipt is sent only when :meth:`acknowledge` is
+    called (the record was opened by a person or a case system).
+    ``directory`` is called for a fresh verified directory (e.g.
+    ``RegistryClient.directory``). ``broker_key`` is the raw public key the
+    broker signs notices with. ``countersigners`` are manager keys added to
+    every envelope sent (``send(approvals=...)`` adds more).
     """
 
-    def __init__(self, *, unit: Address, amqp_url: str, signing_key: SigningKeyPair,
-                 encryption_keys: Sequence[EncryptionKeyPair],
+    def __init__(self, *, unit: Address, amqp_url: str | Sequence[str],
+                 signing_key: SigningKeyPair, encryption_keys: Sequence[EncryptionKeyPair],
                  directory: Callable[[], Directory], broker_key: bytes, state_dir: Path,
-                 countersigners: Sequence[SigningKeyPair] = ()) -> None:
+                 countersigners: Sequence[SigningKeyPair] = (), ca_file: str | None = None,
+                 record_sink: RecordSink | None = None,
+                 deferred_receipts: bool = False) -> None:
         self.unit = unit
         self.user = amqp_user(unit)
-        url_user = urllib.parse.unquote(urllib.parse.urlsplit(amqp_url).username or "")
-        if url_user != self.user:
-            raise ValueError(f"the AMQP URL's user must be {self.user}, the unit's user")
+        urls = [amqp_url] if isinstance(amqp_url, str) else list(amqp_url)
+        if not urls:
+            raise ValueError("at least one AMQP URL is needed")
+        for url in urls:
+            url_user = urllib.parse.unquote(urllib.parse.urlsplit(url).username or "")
+            if url_user != self.user:
+                raise ValueError(f"the AMQP URL's user must be {self.user}, the unit's user")
         if not encryption_keys:
             raise ValueError("at least one encryption key is needed to open payloads")
         self.state_dir = Path(state_dir)
@@ -466,14 +519,10 @@ class AgencyClient:
         self._directory = directory
         self._broker_key = broker_key
         self._countersigners = tuple(countersigners)
-        self._params = pika.URLParameters(amqp_url)
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(amqp_url).query)
-        if "heartbeat" not in query:
-            self._params.heartbeat = HEARTBEAT
-        if "blocked_connection_timeout" not in query:
-            self._params.blocked_connection_timeout = BLOCKED_TIMEOUT
-        self._params.connection_attempts = 1  # retries are ours, with backoff
-        self._params.client_properties = {"connection_name": f"infoshare-client {self.user}"}
+        self._params = [_parameters(url, self.user, ca_file) for url in urls]
+        self._next_node = 0
+        self._sink = record_sink
+        self._deferred = deferred_receipts
         self._local = threading.local()
         self.store = StateStore(self.state_dir)
 
@@ -485,19 +534,24 @@ class AgencyClient:
             return conn
         self._drop()
         delay = BACKOFF_FIRST
-        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        for attempt in range(1, CONNECT_ATTEMPTS * len(self._params) + 1):
+            # Each node in turn; a whole round without success backs off.
+            params = self._params[self._next_node % len(self._params)]
             try:
-                conn = BlockingConnection(self._params)
+                conn = BlockingConnection(params)
             except _FATAL_CONNECT as e:
                 raise ConnectionFailed(f"RabbitMQ refused user {self.user} "
                                        f"({type(e).__name__})") from e
             except (pika.exceptions.AMQPError, OSError) as e:
-                if attempt == CONNECT_ATTEMPTS:
+                self._next_node += 1
+                if attempt == CONNECT_ATTEMPTS * len(self._params):
                     raise ConnectionFailed(f"RabbitMQ unreachable after {attempt} attempts "
                                            f"({type(e).__name__})") from e
-                log.warning("connect failed (%s); retrying in %.2fs", type(e).__name__, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
+                if attempt % len(self._params) == 0:
+                    log.warning("connect failed (%s); retrying in %.2fs", type(e).__name__,
+                                delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
             else:
                 self._local.conn = conn
                 return conn
@@ -597,8 +651,46 @@ class AgencyClient:
             StateError: the state store cannot be written.
             Whatever ``directory`` raises when the directory cannot be had.
         """
+        body, env = self.prepare(kind=kind, protocol=protocol, purpose=purpose,
+                                 recipient=recipient, record=record, reasons=reasons,
+                                 consent=consent, subject_informed=subject_informed,
+                                 in_reply_to=in_reply_to, approvals=approvals, now=now,
+                                 precheck=precheck)
+        return self.publish(body, env)
+
+    def publish(self, body: bytes, env: ParsedEnvelope) -> SentMessage:
+        """Publish an envelope made by :meth:`prepare` and record it as sent.
+
+        Publishing the same bytes again is safe: the broker logs a redelivery once.
+
+        Raises:
+            PublishFailed, ConnectionFailed: it could not be published.
+            StateError: the state store cannot be written.
+        """
+        self._publish(body, env.header.message_id)
+        self.store.record_sent(env, utcnow())
+        log.info("sent message_id=%s kind=%s", env.header.message_id, env.header.kind)
+        return SentMessage(env.header.message_id, env.header_sha256)
+
+    def prepare(self, *, kind: Kind, protocol: str, purpose: str, recipient: str,
+                record: Mapping[str, object], reasons: str, consent: Consent | None,
+                subject_informed: bool, in_reply_to: str | None = None,
+                approvals: Sequence[SigningKeyPair] = (), now: datetime | None = None,
+                precheck: bool = True, message_id: str | None = None,
+                directory: Directory | None = None) -> tuple[bytes, ParsedEnvelope]:
+        """Build, check and sign one envelope without publishing it; returns its bytes.
+
+        ``message_id`` keeps an id drawn before (a message rebuilt once a
+        manager approves it); ``directory`` decides with a directory at hand
+        instead of fetching one.
+
+        Raises:
+            LocalRefusal: the broker would refuse it; ``reason`` is its code.
+            InvalidMessage: the arguments cannot make a valid envelope.
+            Whatever ``directory`` raises when the directory cannot be had.
+        """
         now = (now or utcnow()).replace(microsecond=0)
-        directory = self._directory()
+        directory = directory if directory is not None else self._directory()
         rkey = directory.current_key(recipient, "encryption", now)
         if rkey is None and not precheck:
             raise LocalRefusal(Reason.RECIPIENT_KEY_NOT_VALID.value)
@@ -613,7 +705,7 @@ class AgencyClient:
                 recipient=recipient, record=record, reasons=reasons,
                 sender_key=self._signing, recipient_key=recipient_public, created_at=now,
                 consent=consent, subject_informed=subject_informed, in_reply_to=in_reply_to,
-                countersigners=signers)
+                countersigners=signers, message_id=message_id)
         except EnvelopeRefused as e:
             raise LocalRefusal(e.reason.value) from e
         except ValueError as e:
@@ -625,10 +717,7 @@ class AgencyClient:
                 log.info("refused locally message_id=%s reason=%s", env.header.message_id,
                          decision.reason.value)
                 raise LocalRefusal(decision.reason.value)
-        self._publish(body, env.header.message_id)
-        self.store.record_sent(env, now)
-        log.info("sent message_id=%s kind=%s", env.header.message_id, kind)
-        return SentMessage(env.header.message_id, env.header_sha256)
+        return body, env
 
     def _build_receipt(self, env: ParsedEnvelope, directory: Directory,
                        now: datetime) -> tuple[_Outgoing | None, int]:
@@ -660,6 +749,26 @@ class AgencyClient:
             return None, RECEIPT_REFUSED
         return _Outgoing(receipt.header.message_id, h.message_id, receipt.header_sha256,
                          h.sender, h.protocol, h.purpose, body), RECEIPT_PENDING
+
+    def acknowledge(self, body: bytes) -> bool:
+        """Send the deferred receipt for a received envelope (its AMQP body).
+
+        Returns False if its receipt was sent (or ruled out) already. A receipt
+        that cannot be published now stays in the outbox for the next round.
+
+        Raises:
+            StateError: the state store cannot be written.
+            Whatever ``directory`` raises when the directory cannot be had.
+        """
+        env = parse_envelope(body)
+        if self.store.receipt_state(env.header.message_id) != RECEIPT_DEFERRED:
+            return False
+        now = utcnow()
+        receipt, state = self._build_receipt(env, self._directory(), now)
+        if not self.store.queue_receipt(env.header.message_id, receipt, state, now):
+            return False
+        self._try_pending_receipts()
+        return True
 
     def send_pending_receipts(self) -> int:
         """Publish the receipts in the outbox (left by a crash or a lost connection).
@@ -828,12 +937,19 @@ class AgencyClient:
             payload = self._open(env, directory)
         except _Rejected as e:
             return self._rejected(h.message_id, e.code, h, env.header_sha256, seq, now)
-        path = out_dir / f"{h.message_id}.json"
+        path: Path | None = out_dir / f"{h.message_id}.json"
         try:
-            _write_atomic(path, _record_bytes(env, payload, seq))
+            if self._sink is not None:
+                path = self._sink(env, payload, seq)
+            else:
+                assert path is not None
+                _write_atomic(path, _record_bytes(env, payload, seq))
         except OSError as e:
             raise StateError(f"{path}: cannot write the record ({e.strerror})") from e
-        receipt, state = self._build_receipt(env, directory.get(), now)
+        if self._deferred and h.kind != "receipt":
+            receipt, state = None, RECEIPT_DEFERRED
+        else:
+            receipt, state = self._build_receipt(env, directory.get(), now)
         self.store.accept(h, env.header_sha256, now, receipt, state)
         log.info("accepted message_id=%s kind=%s seq=%s", h.message_id, h.kind,
                  seq if seq is not None else "-")

@@ -18,6 +18,7 @@ from broker.broker_cli import broker
 from broker.errors import BrokerError
 from broker.node_cli import node
 from broker.transfer_log import TransferLog
+from infoshare.bundle_cli import bundle
 from infoshare.demo import demo
 from infoshare.envelope_cli import envelope
 from keys import NoteSigner
@@ -44,6 +45,7 @@ def main(ctx: click.Context, verbose: int) -> None:
     logging.getLogger("pika").setLevel(max(level, logging.WARNING))
 
 
+broker.add_command(bundle)
 for command in (keys, protocol, registry, broker, envelope, send, receive, notices, audit, node,
                 demo):
     main.add_command(command)

@@ -23,6 +23,7 @@ from keys._pairs import (
     seal,
     verify_signature,
 )
+from keys._secret import SecretKey, hash_password, verify_password
 from keys.errors import DecryptionError, KeyFileError, KeyFormatError, KeysError, NoteError
 
 __all__ = [
@@ -38,9 +39,11 @@ __all__ = [
     "NoteSigner",
     "NoteVerifier",
     "PrivateKeyFile",
+    "SecretKey",
     "SigningKeyPair",
     "b64decode",
     "b64encode",
+    "hash_password",
     "key_id",
     "open_checkpoint",
     "parse_public_key_text",
@@ -48,6 +51,7 @@ __all__ = [
     "read_private_key",
     "seal",
     "verify_note",
+    "verify_password",
     "verify_signature",
     "write_private_key",
     "write_public_key",

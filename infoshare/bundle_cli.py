@@ -1,0 +1,84 @@
+"""``infoshare broker bundle``: one organisation's bundle, made on the broker host.
+
+The broker host's credentials file holds every unit's AMQP password; the
+bundle takes only the passwords of the named organisation's units (users
+``org.unit``), with the addresses and pinned keys its tools need
+(:mod:`agency.bundle`). This command lives in the composition root because it
+reads the broker's files and writes the agency's format.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import click
+
+from agency.bundle import Bundle, write_bundle
+from agency.errors import AgencyError
+from broker.deployment import default_home, load
+from broker.errors import BrokerError
+from broker.topology import Credentials
+from keys import KeysError, parse_public_key_text, public_key_text
+
+__all__ = ["bundle", "make_bundle"]
+
+
+def _key_text(path: Path) -> str:
+    return public_key_text(parse_public_key_text(path.read_text(encoding="ascii").strip()))
+
+
+def make_bundle(home: Path, org: str, *, amqp_nodes: tuple[str, ...] = (),
+                ca_file: str | None = None) -> Bundle:
+    """The bundle of ``org`` from the broker host's deployment under ``home``.
+
+    Raises:
+        BrokerError, KeysError, OSError: the broker host's files cannot be read.
+        click.ClickException: the organisation has no unit in the credentials file.
+    """
+    dep = load(home)
+    credentials = Credentials(Path(dep.credentials))
+    prefix = f"{org}."
+    units = {f"{org}/{user[len(prefix):]}": credentials.password(user)
+             for user in credentials.users() if user.startswith(prefix)}
+    if not units:
+        raise click.ClickException(
+            f"no unit of {org} in {dep.credentials}: is the organisation in the registry, "
+            "and has `infoshare broker provision` run since?")
+    return Bundle(org=org, units=units, amqp_nodes=amqp_nodes or (dep.amqp_url,),
+                  vhost=dep.vhost, registry_url=dep.registry_url,
+                  registry_key=_key_text(Path(dep.registry_key)),
+                  broker_key=_key_text(Path(dep.broker_key)), ca_file=ca_file)
+
+
+@click.command("bundle")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The broker host's directory (default $INFOSHARE_HOME, else ./var).")
+@click.option("--org", required=True, metavar="ORG", help="The organisation, e.g. leeds-cc.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The bundle file to write (mode 0600).")
+@click.option("--amqp-node", "amqp_nodes", multiple=True, metavar="URL",
+              help="A RabbitMQ node's address, amqp://host:port or amqps://host:port "
+                   "(repeat for each node; default the deployment's AMQP URL).")
+@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="CA certificate for TLS to RabbitMQ; copied beside the bundle.")
+def bundle(home: Path | None, org: str, out: Path, amqp_nodes: tuple[str, ...],
+           ca_file: Path | None) -> None:
+    """Write the bundle of one organisation: its units' AMQP credentials and nothing else."""
+    home = home or default_home()
+    ca_name = None
+    try:
+        if ca_file is not None:
+            out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ca_name = f"{out.stem}-ca.pem"
+            if (out.parent / ca_name).resolve() != ca_file.resolve():
+                shutil.copyfile(ca_file, out.parent / ca_name)
+        made = make_bundle(home, org, amqp_nodes=amqp_nodes, ca_file=ca_name)
+        write_bundle(out, made)
+    except (AgencyError, BrokerError, KeysError) as e:
+        raise click.ClickException(str(e)) from e
+    except OSError as e:
+        raise click.ClickException(f"{e.filename or 'I/O'}: {e.strerror}") from e
+    click.echo(f"bundle for {org}: {len(made.units)} units -> {out} (mode "
+               f"{os.stat(out).st_mode & 0o777:04o})")
