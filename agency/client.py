@@ -92,8 +92,8 @@ from protocols.model import (
 from protocols.policy import LoggedMessage, decide
 from protocols.reasons import Reason
 
-__all__ = ["AgencyClient", "ReceiveStatus", "Received", "RecordSink", "SentMessage",
-           "StateStore"]
+__all__ = ["AgencyClient", "NoticeSink", "ReceiveStatus", "Received", "RecordSink",
+           "SentMessage", "StateStore"]
 
 log = logging.getLogger("infoshare.client")
 
@@ -452,7 +452,9 @@ def _seq_of(props: pika.spec.BasicProperties) -> int | None:
 
 
 #: Takes an opened record (envelope, payload, log seq) and keeps it; returns its path, if any.
-RecordSink = Callable[[ParsedEnvelope, Payload, "int | None"], "Path | None"]
+RecordSink = Callable[[bytes, ParsedEnvelope, Payload, "int | None"], "Path | None"]
+#: Told of every notice taken from the inbox, redelivered ones too (so it must be idempotent).
+NoticeSink = Callable[[Notice], None]
 
 
 def _parameters(url: str, user: str, ca_file: str | None) -> pika.URLParameters:
@@ -500,7 +502,7 @@ class AgencyClient:
                  signing_key: SigningKeyPair, encryption_keys: Sequence[EncryptionKeyPair],
                  directory: Callable[[], Directory], broker_key: bytes, state_dir: Path,
                  countersigners: Sequence[SigningKeyPair] = (), ca_file: str | None = None,
-                 record_sink: RecordSink | None = None,
+                 record_sink: RecordSink | None = None, notice_sink: NoticeSink | None = None,
                  deferred_receipts: bool = False) -> None:
         self.unit = unit
         self.user = amqp_user(unit)
@@ -522,6 +524,7 @@ class AgencyClient:
         self._params = [_parameters(url, self.user, ca_file) for url in urls]
         self._next_node = 0
         self._sink = record_sink
+        self._notice_sink = notice_sink
         self._deferred = deferred_receipts
         self._local = threading.local()
         self.store = StateStore(self.state_dir)
@@ -750,7 +753,7 @@ class AgencyClient:
         return _Outgoing(receipt.header.message_id, h.message_id, receipt.header_sha256,
                          h.sender, h.protocol, h.purpose, body), RECEIPT_PENDING
 
-    def acknowledge(self, body: bytes) -> bool:
+    def acknowledge(self, body: bytes, *, publish_now: bool = True) -> bool:
         """Send the deferred receipt for a received envelope (its AMQP body).
 
         Returns False if its receipt was sent (or ruled out) already. A receipt
@@ -767,7 +770,8 @@ class AgencyClient:
         receipt, state = self._build_receipt(env, self._directory(), now)
         if not self.store.queue_receipt(env.header.message_id, receipt, state, now):
             return False
-        self._try_pending_receipts()
+        if publish_now:
+            self._try_pending_receipts()
         return True
 
     def send_pending_receipts(self) -> int:
@@ -917,6 +921,8 @@ class AgencyClient:
         if self.store.add_notice(notice):
             log.info("notice message_id=%s decision=%s reason=%s seq=%d", notice.message_id,
                      notice.decision, notice.reason or "-", notice.seq)
+        if self._notice_sink is not None:
+            self._notice_sink(notice)
 
     def _handle_envelope(self, out_dir: Path, directory: _DirectoryCache,
                          props: pika.spec.BasicProperties, body: bytes) -> Received:
@@ -940,7 +946,7 @@ class AgencyClient:
         path: Path | None = out_dir / f"{h.message_id}.json"
         try:
             if self._sink is not None:
-                path = self._sink(env, payload, seq)
+                path = self._sink(body, env, payload, seq)
             else:
                 assert path is not None
                 _write_atomic(path, _record_bytes(env, payload, seq))

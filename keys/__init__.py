@@ -6,7 +6,9 @@ The only package of infoshare that imports PyNaCl.
 from keys._files import (
     KeyKind,
     PrivateKeyFile,
+    open_private_key_text,
     read_private_key,
+    sealed_private_key_text,
     write_private_key,
     write_public_key,
 )
@@ -46,10 +48,12 @@ __all__ = [
     "hash_password",
     "key_id",
     "open_checkpoint",
+    "open_private_key_text",
     "parse_public_key_text",
     "public_key_text",
     "read_private_key",
     "seal",
+    "sealed_private_key_text",
     "verify_note",
     "verify_password",
     "verify_signature",
