@@ -278,6 +278,13 @@ class Gateway:
         if not draft.reasons.strip():
             raise Invalid("reasons are required: say why this is shared (golden rule 7)",
                           {"reasons": ["required"]})
+        if message_id is not None:
+            done = self.store.message(message_id)
+            if done is not None:  # submitted before (a file taken again after a crash)
+                if done.status == "refused":
+                    raise Refused(done.reason or "refused", done.content.get("sentence") or
+                                  "refused", message_id)
+                return Outcome(message_id, done.status)
         mid = message_id or str(uuid.uuid4())
         content = draft.content(actor)
         common = dict(message_id=mid, direction="out", unit=unit,
@@ -314,6 +321,31 @@ class Gateway:
                              message_id=mid, details={"actor": actor})
         self.wake.set()
         return Outcome(mid, "queued")
+
+    def check(self, unit: str, actor: str, draft: Draft) -> tuple[bool, int]:
+        """Check a draft without storing it: (whether a manager must approve, directory
+        version). A refusal is recorded (golden rule 7) and raised.
+
+        Raises:
+            Refused, Invalid, Forbidden, RegistryDown.
+        """
+        self._unit(unit)
+        directory = self.directory.get()
+        mid = str(uuid.uuid4())
+        try:
+            self._prepare(unit, draft, mid, directory)
+        except LocalRefusal as e:
+            if e.reason == "approval_required":
+                return True, directory.version
+            sentence = explain(e.reason, self._ask(unit, draft), directory, utcnow())
+            common = dict(message_id=mid, direction="out", unit=unit,
+                          counterpart=draft.recipient, kind=draft.kind,
+                          protocol=draft.protocol, purpose=draft.purpose,
+                          in_reply_to=draft.in_reply_to, case_ref=draft.case_reference,
+                          origin="page", content=draft.content(actor))
+            self._record_refusal(unit, draft, mid, e.reason, sentence, actor, "page", common)
+            raise Refused(e.reason, sentence, mid) from None
+        return False, directory.version
 
     def _record_refusal(self, unit: str, draft: Draft, mid: str, reason: str, sentence: str,
                         actor: str, origin: str, common: dict[str, Any]) -> None:

@@ -1,0 +1,55 @@
+"""Who is signed in to the pages: local accounts now, a council's single sign-on later.
+
+The pages ask an :class:`Authenticator` for an :class:`Identity` and keep only
+the username in the session; :class:`LocalAccounts` checks argon2id password
+hashes held in the gateway's store. An OpenID Connect authenticator can take
+its place: it maps a verified ID token to an account of the same name.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from agency.gateway.store import Account, GatewayStore
+from keys import hash_password, sealed_private_key_text, verify_password
+
+__all__ = ["Authenticator", "LocalAccounts", "make_account"]
+
+ROLES = ("practitioner", "manager")
+# Checked against when the name is unknown, so a wrong name takes as long as a wrong password.
+_DUMMY = hash_password("not a password of anyone")
+
+
+class Authenticator(Protocol):
+    def authenticate(self, username: str, password: str) -> Account | None: ...
+
+
+class LocalAccounts:
+    def __init__(self, store: GatewayStore) -> None:
+        self._store = store
+
+    def authenticate(self, username: str, password: str) -> Account | None:
+        account = self._store.account(username)
+        if account is None or account.disabled:
+            verify_password(_DUMMY, password)
+            return None
+        return account if verify_password(account.password_hash, password) else None
+
+
+def make_account(*, username: str, unit: str, role: str, password: str,
+                 manager_id: str | None = None, manager_private: bytes | None = None,
+                 manager_public: bytes | None = None,
+                 manager_passphrase: str | None = None) -> Account:
+    """An account; a manager's key is sealed with the manager's own passphrase."""
+    if role not in ROLES:
+        raise ValueError(f"role is one of {', '.join(ROLES)}")
+    key_text = None
+    if role == "manager":
+        if not (manager_id and manager_private and manager_public and manager_passphrase):
+            raise ValueError("a manager needs a manager id, a key and a passphrase")
+        key_text = sealed_private_key_text(kind="signing", owner=unit.split("/")[0],
+                                           private=manager_private, public=manager_public,
+                                           passphrase=manager_passphrase.encode("utf-8"))
+    return Account(username=username, unit=unit, role=role,
+                   password_hash=hash_password(password), manager_id=manager_id,
+                   manager_key=key_text, disabled=False)
