@@ -13,6 +13,7 @@ import sys
 import click
 
 from agency.client_cli import notices, receive, send
+from agency.gateway.cli import agency
 from audit.audit_cli import LogOpener, audit
 from broker.broker_cli import broker
 from broker.errors import BrokerError
@@ -46,8 +47,8 @@ def main(ctx: click.Context, verbose: int) -> None:
 
 
 broker.add_command(bundle)
-for command in (keys, protocol, registry, broker, envelope, send, receive, notices, audit, node,
-                demo):
+for command in (agency, keys, protocol, registry, broker, envelope, send, receive, notices,
+                audit, node, demo):
     main.add_command(command)
 
 
