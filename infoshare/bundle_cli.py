@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.parse
 from pathlib import Path
 
 import click
@@ -27,6 +28,16 @@ __all__ = ["bundle", "make_bundle"]
 
 def _key_text(path: Path) -> str:
     return public_key_text(parse_public_key_text(path.read_text(encoding="ascii").strip()))
+
+
+def node_address(url: str) -> str:
+    """A node's address without credentials or vhost: ``scheme://host:port[?query]``."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, "", parts.query, ""))
 
 
 def make_bundle(home: Path, org: str, *, amqp_nodes: tuple[str, ...] = (),
@@ -46,7 +57,8 @@ def make_bundle(home: Path, org: str, *, amqp_nodes: tuple[str, ...] = (),
         raise click.ClickException(
             f"no unit of {org} in {dep.credentials}: is the organisation in the registry, "
             "and has `infoshare broker provision` run since?")
-    return Bundle(org=org, units=units, amqp_nodes=amqp_nodes or (dep.amqp_url,),
+    nodes = tuple(node_address(n) for n in (amqp_nodes or (dep.amqp_url,)))
+    return Bundle(org=org, units=units, amqp_nodes=nodes,
                   vhost=dep.vhost, registry_url=dep.registry_url,
                   registry_key=_key_text(Path(dep.registry_key)),
                   broker_key=_key_text(Path(dep.broker_key)), ca_file=ca_file)

@@ -1,0 +1,135 @@
+"""Gateways run in this process, set up the way an organisation's IT team would.
+
+For the demo and the tests: from the broker host's files, make an
+organisation's bundle, ``init`` its gateway home, register the new public
+keys in the registry (an administrator's step), add accounts and case-system
+tokens, then serve the gateway over real HTTP with its courier running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agency.bundle import write_bundle
+from agency.gateway.api import token_digest
+from agency.gateway.app import create_app
+from agency.gateway.auth import make_account
+from agency.gateway.home import GatewayHome, init_home
+from agency.gateway.runtime import open_gateway
+from agency.gateway.service import Courier, Gateway
+from infoshare.bundle_cli import make_bundle
+from keys import SigningKeyPair
+from registry.store import Store
+
+__all__ = ["AccountSpec", "RunningGateway", "start_gateway"]
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    username: str
+    unit: str
+    role: str
+    password: str
+    manager_id: str | None = None
+    manager_passphrase: str | None = None
+
+
+@dataclass
+class RunningGateway:
+    org: str
+    home: Path
+    gateway: Gateway
+    courier: Courier
+    url: str
+    tokens: dict[str, str]
+    _server: Any = None
+    _thread: threading.Thread | None = None
+    _stopped: bool = field(default=False)
+
+    def call(self, unit: str, method: str, path: str,
+             body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """One API call as the case system of ``unit``; returns (status, JSON)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{self.url}/api/v1{path}", data=data, method=method,
+                                     headers={"Authorization": f"Bearer {self.tokens[unit]}",
+                                              "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.courier.stop()
+        if self._server is not None:
+            self._server.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.gateway.close()
+
+
+def start_gateway(*, home: Path, org: str, broker_home: Path, registry: Store, passphrase: bytes,
+                  valid_from: datetime, accounts: tuple[AccountSpec, ...] = (),
+                  case_units: tuple[str, ...] = (), folder_units: tuple[str, ...] = (),
+                  port: int = 0, serve: bool = True) -> RunningGateway:
+    """Set up and start the gateway of ``org`` under ``home``."""
+    bundle_path = home.parent / f"{org}.bundle.json"
+    write_bundle(bundle_path, make_bundle(broker_home, org))
+    _id, token = registry.create_token("agency", f"gateway {org}", actor="admin:setup")
+    init_home(home, bundle_path, token, passphrase, folder_units=folder_units)
+    gh = GatewayHome(home)
+    for unit in sorted(gh.bundle().units):
+        keys = gh.unit_keys(unit, passphrase)
+        registry.register_key("unit", unit, "signing", keys.signing.public, valid_from,
+                              actor="admin:ig-officer")
+        registry.register_key("unit", unit, "encryption", keys.encryption[0].public,
+                              valid_from, actor="admin:ig-officer")
+    gateway, courier = open_gateway(home, passphrase, None)
+    for spec in accounts:
+        if spec.role == "manager":
+            assert spec.manager_id and spec.manager_passphrase
+            key = SigningKeyPair.generate()
+            registry.register_manager(spec.manager_id, org, "Team manager",
+                                      actor="admin:ig-officer")
+            registry.register_key("manager", org, "signing", key.public, valid_from,
+                                  manager=spec.manager_id, actor="admin:ig-officer")
+            made = make_account(username=spec.username, unit=spec.unit, role="manager",
+                                password=spec.password, manager_id=spec.manager_id,
+                                manager_private=key.seed, manager_public=key.public,
+                                manager_passphrase=spec.manager_passphrase)
+        else:
+            made = make_account(username=spec.username, unit=spec.unit, role=spec.role,
+                                password=spec.password)
+        gateway.store.add_account(made)
+    tokens = {}
+    for unit in case_units:
+        tokens[unit] = secrets.token_urlsafe(24)
+        gateway.store.add_case_system(id=secrets.token_hex(6), unit=unit, label="case system",
+                                      token_sha256=token_digest(tokens[unit]))
+    running = RunningGateway(org=org, home=home, gateway=gateway, courier=courier, url="",
+                             tokens=tokens)
+    if serve:
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        app = create_app(gateway, gh.session_secret())
+        server = make_server("127.0.0.1", port, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, name=f"gateway-{org}",
+                                  daemon=True)
+        thread.start()
+        running.url = f"http://127.0.0.1:{server.server_port}"
+        running._server, running._thread = server, thread
+    courier.start()
+    return running
