@@ -1,0 +1,144 @@
+"""A whole deployment for gateway tests: registry over HTTP, a RabbitMQ vhost, a real
+router, and a Leeds and a police gateway set up from their bundles.
+
+Used by the gateway's integration, browser, fault and benchmark code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import make_server
+
+from agency.deployment import Deployment
+from broker.node import RabbitNode
+from broker.router import DirectoryHolder, Router
+from broker.topology import Credentials, ManagementAPI, amqp_url_for, provision
+from broker.transfer_log import TransferLog
+from infoshare.gateways import AccountSpec, RunningGateway, start_gateway
+from keys import NoteSigner, SigningKeyPair, write_public_key
+from registry.app import create_app
+from registry.client import RegistryClient
+from registry.datadir import create_data_dir
+from registry.store import Store
+
+WY = Path(__file__).resolve().parents[2] / "protocols" / "definitions" / (
+    "west-yorkshire-iisp-2016.yaml")
+PROTOCOL = "wy-iisp-2016"
+PASSPHRASE = b"gateway test passphrase"
+ORIGIN = "test.example/transfer-log"
+
+SCHOOL = "leeds-cc/education-safeguarding"
+CSC = "leeds-cc/childrens-social-care"
+POLICE_MARAC = "wy-police/marac-coordinator"
+POLICE_HUB = "wy-police/safeguarding-hub"
+POLICE_INTEL = "wy-police/intelligence-bureau"
+
+ACCOUNTS = {
+    "leeds-cc": (
+        AccountSpec("sam.teacher", SCHOOL, "practitioner", "practitioner-pw-1"),
+        AccountSpec("ali.manager", SCHOOL, "manager", "manager-pw-1",
+                    manager_id="leeds-cc-mgr-02", manager_passphrase="manager passphrase 1"),
+    ),
+    "wy-police": (
+        AccountSpec("pat.officer", POLICE_MARAC, "practitioner", "practitioner-pw-2"),
+    ),
+}
+CASE_UNITS = {"leeds-cc": (SCHOOL, CSC), "wy-police": (POLICE_MARAC, POLICE_HUB, POLICE_INTEL)}
+
+
+@dataclass
+class World:
+    home: Path
+    store: Store
+    registry_url: str
+    registry_key: bytes
+    vhost: str
+    transfer_log: TransferLog
+    router: Router
+    gateways: dict[str, RunningGateway] = field(default_factory=dict)
+
+    @property
+    def leeds(self) -> RunningGateway:
+        return self.gateways["leeds-cc"]
+
+    @property
+    def police(self) -> RunningGateway:
+        return self.gateways["wy-police"]
+
+    def wait_status(self, gw: RunningGateway, unit: str, message_id: str,
+                    want: tuple[str, ...], timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status, doc = gw.call(unit, "GET", f"/messages/{message_id}")
+            if status == 200 and doc["status"] in want:
+                return dict(doc)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{message_id} is {doc.get('status')}, not {want}")
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def gateway_world(node: RabbitNode, home: Path, vhost: str, *,
+                  serve_gateways: bool = True,
+                  gateway_orgs: tuple[str, ...] = ("leeds-cc", "wy-police")) -> Iterator[World]:
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
+    data_dir, registry_signing = create_data_dir(home / "registry", b"registry passphrase")
+    store = Store(data_dir.database_url, signing_key=registry_signing)
+    store.initialise(actor="test")
+    store.load_protocol(WY.read_text(encoding="utf-8"), actor="test")
+    broker_key = SigningKeyPair.generate()
+    store.register_key("broker", "broker", "signing", broker_key.public, now, actor="test")
+    _, token = store.create_token("agency", "router", actor="test")
+    app = create_app({"REGISTRY_STORE": store, "SECRET_KEY": data_dir.session_secret()})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    registry_url = f"http://127.0.0.1:{server.server_port}"
+    management = ManagementAPI(node.management_url, "guest", "guest")
+    management.delete(f"/api/vhosts/{vhost}")
+    credentials = Credentials(home / "credentials.json")
+    provision(node.management_url, "guest", "guest", store.directory(), credentials,
+              vhost=vhost)
+    amqp_base = f"amqp://{node.config.host}:{node.config.amqp_port}"
+    write_public_key(home / "broker-key.pub", broker_key.public)
+    Deployment(amqp_url=amqp_base, vhost=vhost, registry_url=registry_url,
+               registry_key=str(data_dir.path / "registry-key.pub"),
+               broker_key=str(home / "broker-key.pub"),
+               credentials=str(home / "credentials.json"), agency_token=token).save(home)
+    gateways = {org: start_gateway(home=home / "gateways" / org, org=org, broker_home=home,
+                                   registry=store, passphrase=PASSPHRASE, valid_from=now,
+                                   accounts=ACCOUNTS[org], case_units=CASE_UNITS[org],
+                                   serve=serve_gateways)
+                for org in gateway_orgs}
+    transfer_log = TransferLog.open(f"sqlite:///{home / 'transfer-log.db'}",
+                                    signer=NoteSigner(ORIGIN, broker_key), origin=ORIGIN)
+    registry = RegistryClient(registry_url, token, registry_signing.public)
+    router = Router(amqp_url=amqp_url_for(amqp_base, "infoshare-broker",
+                                          credentials.password("infoshare-broker"), vhost),
+                    transfer_log=transfer_log, directory=DirectoryHolder(registry.directory),
+                    broker_key=broker_key)
+    router_thread = threading.Thread(target=router.run, name="router", daemon=True)
+    router_thread.start()
+    assert router.ready.wait(30), "the router did not start"
+    world = World(home, store, registry_url, registry_signing.public, vhost, transfer_log,
+                  router, gateways)
+    try:
+        yield world
+    finally:
+        for gw in gateways.values():
+            gw.stop()
+        router.stop()
+        router_thread.join(timeout=30)
+        transfer_log.close()
+        server.shutdown()
+        management.delete(f"/api/vhosts/{vhost}")
+        for user in credentials.users():
+            if not management.get(f"/api/users/{user}/permissions"):
+                management.delete(f"/api/users/{user}")
