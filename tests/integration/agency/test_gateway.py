@@ -151,7 +151,7 @@ def test_decisions_not_to_share_and_consent_discussions_are_recorded(world: Worl
     status, case = world.leeds.call(SCHOOL, "GET", "/cases/SCH-10")
     types = [e["type"] for e in case["events"]]
     assert types == ["not_shared", "consent_discussion"]
-    status, doc = world.leeds.call(SCHOOL, "POST", "/decisions-not-to-share", {
+    status, _doc = world.leeds.call(SCHOOL, "POST", "/decisions-not-to-share", {
         "case_reference": "SCH-10", "reasons": "   "})
     assert status == 422
 
