@@ -8,6 +8,7 @@ error is JSON with a code and a sentence (see :mod:`agency.gateway.http`).
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -16,6 +17,8 @@ from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from agency.gateway.errors import Invalid, Unauthenticated
 from agency.gateway.schemas import (
+    CASE_RE,
+    UUID_RE,
     AcknowledgeSchema,
     ConsentSchema,
     NotSharedSchema,
@@ -49,6 +52,12 @@ def authenticate() -> None:
     if system is None:
         raise Unauthenticated("that token is not an active token of this gateway")
     g.case_system = system
+
+
+def _path(name: str, value: str, pattern: str) -> str:
+    if not re.fullmatch(pattern, value):
+        raise Invalid(f"{name} is not of its form", {name: [f"must match {pattern}"]})
+    return value
 
 
 def _system() -> CaseSystem:
@@ -91,6 +100,7 @@ def submit() -> tuple[Response, int]:
 
 @api.get("/messages/<message_id>")
 def status(message_id: str) -> Response:
+    _path("message_id", message_id, UUID_RE)
     return jsonify(describe(gateway().sent(_system().unit, message_id)))
 
 
@@ -100,6 +110,7 @@ def inbox() -> Response:
 
 
 def _received(message_id: str, case_reference: str | None = None) -> dict[str, Any]:
+    _path("message_id", message_id, UUID_RE)
     m = gateway().fetch(_system().unit, message_id, case_reference=case_reference)
     c = m.content
     return {**describe(m), "record": c.get("record", {}), "reasons": c.get("reasons", ""),
@@ -124,6 +135,7 @@ def acknowledge(message_id: str) -> Response:
 
 @api.get("/cases/<case_reference>")
 def case(case_reference: str) -> Response:
+    _path("case_reference", case_reference, CASE_RE)
     found = gateway().case_record(_system().unit, case_reference)
     return jsonify({"case_reference": case_reference,
                     "messages": [describe(m) for m in found["messages"]],

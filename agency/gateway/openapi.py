@@ -57,6 +57,7 @@ def _op(summary: str, responses: dict[str, Any], *, body: Any = None, optional: 
         op["responses"].update(_errors("400", "413", "415", "422"))
     if params:
         op["parameters"] = params
+        op["responses"].update(_errors("422"))
     return op
 
 

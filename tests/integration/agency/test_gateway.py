@@ -145,7 +145,7 @@ def test_decisions_not_to_share_and_consent_discussions_are_recorded(world: Worl
         "case_reference": "SCH-10", "asked": "mother", "asked_at": "2026-11-01",
         "response": "refused", "notes": "worried about police"})
     assert status == 201
-    status, doc = world.leeds.call(SCHOOL, "POST", "/decisions-not-to-share", {
+    status, _ = world.leeds.call(SCHOOL, "POST", "/decisions-not-to-share", {
         "case_reference": "SCH-10", "reasons": "no longer a concern after the meeting"})
     assert status == 201
     status, case = world.leeds.call(SCHOOL, "GET", "/cases/SCH-10")
