@@ -141,7 +141,7 @@ def test_a_response_answers_a_request_from_the_inbox(world: World) -> None:
 
 
 def test_decisions_not_to_share_and_consent_discussions_are_recorded(world: World) -> None:
-    status, doc = world.leeds.call(SCHOOL, "POST", "/consent-discussions", {
+    status, _ = world.leeds.call(SCHOOL, "POST", "/consent-discussions", {
         "case_reference": "SCH-10", "asked": "mother", "asked_at": "2026-11-01",
         "response": "refused", "notes": "worried about police"})
     assert status == 201
