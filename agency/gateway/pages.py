@@ -187,7 +187,8 @@ def compose_review(who: Account) -> Any:
         needs_manager, _version = gateway().check(who.unit, f"account:{who.username}", draft)
     except Invalid as e:
         return render_template("compose_details.html", p=p, case=request.form.get(
-            "case_reference", ""), form=request.form, problems=e.fields, discussions=[],
+            "case_reference", ""), form=request.form, problems=e.fields or {"answers": [str(e)]},
+            discussions=[],
             grounds=gateway().ground_titles()), 422
     except Refused as e:
         return render_template("compose_refused.html", p=p, reason=e.reason,

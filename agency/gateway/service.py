@@ -252,6 +252,14 @@ class Gateway:
 
     def _prepare(self, unit: str, draft: Draft, message_id: str, directory: Directory,
                  approvals: Sequence[Any] = ()) -> tuple[bytes, ParsedEnvelope]:
+        if draft.consent in ("not_sought", "refused") and not draft.ground:
+            # The wire form needs a ground here; say what the broker would say of the
+            # purpose: consent is required, or no ground is no permitted ground.
+            protocol = directory.protocol(draft.protocol)
+            purpose = protocol.purpose(draft.purpose) if protocol else None
+            if purpose is not None:
+                raise LocalRefusal("consent_required" if purpose.consent_required
+                                   else "ground_not_permitted")
         try:
             return self._unit(unit).client.prepare(
                 kind=draft.kind, protocol=draft.protocol, purpose=draft.purpose,  # type: ignore[arg-type]
