@@ -83,8 +83,9 @@ class RunningGateway:
 def start_gateway(*, home: Path, org: str, broker_home: Path, registry: Store, passphrase: bytes,
                   valid_from: datetime, accounts: tuple[AccountSpec, ...] = (),
                   case_units: tuple[str, ...] = (), folder_units: tuple[str, ...] = (),
-                  port: int = 0, serve: bool = True) -> RunningGateway:
-    """Set up and start the gateway of ``org`` under ``home``."""
+                  port: int = 0, serve: bool = True, start: bool = True) -> RunningGateway:
+    """Set up and start the gateway of ``org`` under ``home``; with ``start=False`` only
+    set it up (for ``infoshare agency serve`` to run)."""
     bundle_path = home.parent / f"{org}.bundle.json"
     write_bundle(bundle_path, make_bundle(broker_home, org))
     _id, token = registry.create_token("agency", f"gateway {org}", actor="admin:setup")
@@ -120,6 +121,10 @@ def start_gateway(*, home: Path, org: str, broker_home: Path, registry: Store, p
                                       token_sha256=token_digest(tokens[unit]))
     running = RunningGateway(org=org, home=home, gateway=gateway, courier=courier, url="",
                              tokens=tokens)
+    if not start:
+        gateway.close()
+        running._stopped = True
+        return running
     if serve:
         from werkzeug.serving import make_server
 

@@ -88,7 +88,9 @@ class World:
 @contextlib.contextmanager
 def gateway_world(node: RabbitNode, home: Path, vhost: str, *,
                   serve_gateways: bool = True,
-                  gateway_orgs: tuple[str, ...] = ("leeds-cc", "wy-police")) -> Iterator[World]:
+                  gateway_orgs: tuple[str, ...] = ("leeds-cc", "wy-police"),
+                  setup_only: tuple[str, ...] = (),
+                  folder_units: tuple[str, ...] = ()) -> Iterator[World]:
     now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
     data_dir, registry_signing = create_data_dir(home / "registry", b"registry passphrase")
     store = Store(data_dir.database_url, signing_key=registry_signing)
@@ -115,7 +117,9 @@ def gateway_world(node: RabbitNode, home: Path, vhost: str, *,
     gateways = {org: start_gateway(home=home / "gateways" / org, org=org, broker_home=home,
                                    registry=store, passphrase=PASSPHRASE, valid_from=now,
                                    accounts=ACCOUNTS[org], case_units=CASE_UNITS[org],
-                                   serve=serve_gateways)
+                                   serve=serve_gateways, start=org not in setup_only,
+                                   folder_units=tuple(u for u in folder_units
+                                                      if u.startswith(org + "/")))
                 for org in gateway_orgs}
     transfer_log = TransferLog.open(f"sqlite:///{home / 'transfer-log.db'}",
                                     signer=NoteSigner(ORIGIN, broker_key), origin=ORIGIN)
