@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -134,9 +135,9 @@ def run_demo(home: Path, *, keep_running: bool = False, fresh: bool = True) -> i
     try:
         return _with_node(home, node, now, keep_running)
     finally:
-        if not keep_running:
-            node.stop()
-            _say("   RabbitMQ node stopped")
+        # With --keep-running this is reached only once Ctrl-C stopped the rest.
+        node.stop()
+        _say("   RabbitMQ node stopped")
 
 
 def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) -> int:
@@ -189,6 +190,13 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
             for org, accounts in ACCOUNTS.items()}
         for gw in gateways.values():
             _say(f"   {gw.org}: {gw.url} ({len(gw.tokens)} case systems)")
+        # An agency token for a third gateway, to follow docs/gateway.md on this machine.
+        spare = home / "tokens" / "kirklees-mbc-gateway.token"
+        spare.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(store.create_token("agency", "gateway kirklees-mbc",
+                                       actor="demo:setup")[1] + "\n")
         _say(f"   registry version {store.directory().version}: unit keys registered")
 
         _say("5. starting the router ...")
@@ -259,6 +267,8 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
                     _say(f"     sign in as {spec.username} / {spec.password} ({spec.role}, "
                          f"{spec.unit})" + (f"; manager passphrase {spec.manager_passphrase}"
                                             if spec.manager_passphrase else ""))
+            # Ctrl-C, or SIGTERM (a background job ignores SIGINT), stops everything.
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
             try:
                 threading.Event().wait()
             except KeyboardInterrupt:
@@ -436,7 +446,8 @@ def _wait_notice(client: AgencyClient, message_id: str, timeout: float = 20.0) -
 @click.command()
 @click.option("--home", type=click.Path(path_type=Path), default=Path("var/demo"),
               show_default=True, help="Where the demo keeps its node, registry, log and keys.")
-@click.option("--keep-running", is_flag=True, help="Leave the RabbitMQ node running afterwards.")
+@click.option("--keep-running", is_flag=True,
+              help="Keep the node, registry, router and gateways running until Ctrl-C.")
 def demo(home: Path, keep_running: bool) -> None:
     """Run the West Yorkshire demo end to end, then audit the transfer log."""
     status = run_demo(home.resolve(), keep_running=keep_running)
