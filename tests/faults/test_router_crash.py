@@ -148,7 +148,7 @@ def _publish(d: Deployed, body: bytes) -> None:
     try:
         ch = conn.channel()
         ch.confirm_delivery()
-        ch.basic_publish("infoshare.submit", "", body, pika.BasicProperties(
+        ch.basic_publish("infoshare.submit", SENDER, body, pika.BasicProperties(
             user_id=amqp_user(SENDER), delivery_mode=2, type="envelope"), mandatory=True)
     finally:
         conn.close()
