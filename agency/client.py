@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import ssl
@@ -93,7 +94,7 @@ from protocols.model import (
 from protocols.policy import LoggedMessage, decide
 from protocols.reasons import Reason
 
-__all__ = ["AgencyClient", "NoticeSink", "ReceiveStatus", "Received", "RecordSink",
+__all__ = ["AgencyClient", "LogPosition", "NoticeSink", "ReceiveStatus", "Received", "RecordSink",
            "SentMessage", "StateStore"]
 
 log = logging.getLogger("infoshare.client")
@@ -452,8 +453,29 @@ def _seq_of(props: pika.spec.BasicProperties) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
-#: Takes an opened record (envelope, payload, log seq) and keeps it; returns its path, if any.
-RecordSink = Callable[[bytes, ParsedEnvelope, Payload, "int | None"], "Path | None"]
+_LEAF = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """Where the broker says it logged a delivered envelope: the ``infoshare-seq`` and
+    ``infoshare-leaf`` headers of wire spec 5 (None where absent or out of form)."""
+
+    seq: int | None
+    leaf: str | None
+
+    @classmethod
+    def of(cls, props: pika.spec.BasicProperties) -> LogPosition:
+        leaf = (props.headers or {}).get("infoshare-leaf")
+        if isinstance(leaf, bytes):
+            leaf = leaf.decode("ascii", errors="replace")
+        return cls(_seq_of(props),
+                   leaf if isinstance(leaf, str) and _LEAF.fullmatch(leaf) else None)
+
+
+#: Takes an opened record (AMQP body, envelope, payload, log position) and keeps it;
+#: returns its path, if any.
+RecordSink = Callable[[bytes, ParsedEnvelope, Payload, LogPosition], "Path | None"]
 #: Told of every notice taken from the inbox, redelivered ones too (so it must be idempotent).
 NoticeSink = Callable[[Notice], None]
 
@@ -955,7 +977,7 @@ class AgencyClient:
         path: Path | None = out_dir / f"{h.message_id}.json"
         try:
             if self._sink is not None:
-                path = self._sink(body, env, payload, seq)
+                path = self._sink(body, env, payload, LogPosition.of(props))
             else:
                 assert path is not None
                 _write_atomic(path, _record_bytes(env, payload, seq))

@@ -142,7 +142,7 @@ class FolderIntegration:
                 continue
             status: dict[str, Any] = {"message_id": mid}
             if mid is not None:
-                m = self.gateway.store.message(mid)
+                m = self.gateway.store.message(mid, "out")
                 if m is not None:
                     status = describe(m)
             self._move(root, name, digest, outcome, status)
@@ -156,7 +156,7 @@ class FolderIntegration:
                 continue
             if doc.get("status") in FINAL or not doc.get("message_id"):
                 continue
-            m = self.gateway.store.message(str(doc["message_id"]))
+            m = self.gateway.store.message(str(doc["message_id"]), "out")
             if m is None or m.status == doc.get("status"):
                 continue
             new = {**describe(m), "file_sha256": doc.get("file_sha256")}

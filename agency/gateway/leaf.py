@@ -1,37 +1,52 @@
-"""The leaf hash a routed message should have in the transfer log.
+"""The leaf hash a routed message should have in the transfer log, as the gateway computes it.
 
 A notice gives the log position (``seq``) and time of a decision but not its
 entry. The gateway knows everything else the entry is made of: the header it
-built, the body it published, and the registry version it decided with. So
-it rebuilds the entry (wire spec 6.1) and hashes it. The result equals the
-log's leaf when the router decided with the same registry version, which is
-the usual case; an auditor's inclusion proof by message id is the authority.
+built, the body it published (so the evidence line, wire spec 6.1), the AMQP
+user it published as, and the registry version it decided with. So it
+rebuilds the entry with :mod:`protocols.log_format`, the code the router
+logs with, and hashes it.
+
+The one thing the gateway cannot know is the registry version the router
+decided with: a directory change between submission and decision gives the
+log's entry another ``registry_version``, and so another leaf. The result is
+therefore the leaf *as computed by the gateway for that version*; the
+recipient's ``infoshare-leaf`` header (wire spec 5), where the gateway holds
+the recipient too, and an auditor's inclusion proof by message id are the
+authorities.
 """
 
 from __future__ import annotations
 
-from protocols.directory import format_time
-from protocols.envelope import Notice, header_codes, parse_envelope
-from protocols.log_format import Entry, EntryFormatError
+import hashlib
+
+from protocols.envelope import EnvelopeRefused, Notice, parse_envelope
+from protocols.log_format import Entry, EntryDraft, EntryFormatError, Evidence
+from protocols.policy import ROUTED
 
 __all__ = ["expected_leaf_hash"]
 
 
 def expected_leaf_hash(body: bytes, notice: Notice, registry_version: int,
                        publisher: str) -> str | None:
-    """Hex leaf hash of the entry the router should have logged, or None if it cannot
-    be rebuilt."""
-    env = parse_envelope(body)
-    h = header_codes(env.header)
-    try:
-        entry = Entry(seq=notice.seq, at=format_time(notice.at), message_id=h["message_id"],
-                      kind=h["kind"], decision=notice.decision, reason=notice.reason,
-                      protocol=h["protocol"], purpose=h["purpose"], sender=h["sender"],
-                      recipient=h["recipient"], in_reply_to=h["in_reply_to"],
-                      consent=h["consent"], subject_informed=h["subject_informed"],
-                      data_categories=h["data_categories"], header_sha256=env.header_sha256,
-                      payload_sha256=env.payload_sha256, registry_version=registry_version)
-    except (EntryFormatError, KeyError):
+    """Hex leaf hash of the entry the router logs for a routed ``notice`` on ``body``
+    published by AMQP user ``publisher``, if it decided with ``registry_version``.
+
+    None if the notice is not a routing of this body or the entry cannot be rebuilt.
+    """
+    if notice.decision != "routed":
         return None
-    del publisher  # part of the entry from the 19-field format on
+    try:
+        env = parse_envelope(body)
+    except EnvelopeRefused:
+        return None
+    if env.header.message_id != notice.message_id:
+        return None
+    try:
+        draft = EntryDraft.for_envelope(env, ROUTED, at=notice.at,
+                                        registry_version=registry_version)
+        evidence = Evidence.of(hashlib.sha256(body).hexdigest(), env, publisher)
+        entry, _line = Entry.with_evidence(draft, notice.seq, evidence)
+    except EntryFormatError:
+        return None
     return entry.leaf_hash.hex()

@@ -77,7 +77,16 @@ class StatusSchema(Schema):
     reason = fields.String(allow_none=True)
     sentence = fields.String(allow_none=True)
     seq = fields.Integer(allow_none=True)
-    leaf_hash = fields.String(allow_none=True)
+    leaf_hash = fields.String(allow_none=True, metadata={
+        "description": "the hex leaf hash of the message's transfer log entry (wire spec "
+                       "6.1); see leaf_hash_source"})
+    leaf_hash_source = fields.String(allow_none=True, metadata={
+        "description": "broker: the broker's own, as it gave it to the recipient "
+                       "(infoshare-leaf); gateway: computed by the gateway from what it sent, "
+                       "the broker's notice and registry_version, which equals the log's "
+                       "when the router decided with that registry version"})
+    registry_version = fields.Integer(allow_none=True, metadata={
+        "description": "the registry version the gateway checked the message with"})
     created_at = fields.String(required=True)
     updated_at = fields.String(required=True)
     in_reply_to = fields.String(allow_none=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from agency.bundle import Bundle
-from agency.client import AgencyClient
+from agency.client import AgencyClient, LogPosition, RecordSink
 from agency.errors import (
     ClientError,
     ConnectionFailed,
@@ -52,6 +52,7 @@ from agency.gateway.errors import (
 )
 from agency.gateway.explain import Ask, explain, permitted_recipients
 from agency.gateway.home import UnitKeys
+from agency.gateway.leaf import expected_leaf_hash
 from agency.gateway.store import Account, GatewayStore, Message, utcnow
 from keys import KeysError, open_private_key_text
 from protocols.amqp import amqp_url_for
@@ -287,7 +288,7 @@ class Gateway:
             raise Invalid("reasons are required: say why this is shared (golden rule 7)",
                           {"reasons": ["required"]})
         if message_id is not None:
-            done = self.store.message(message_id)
+            done = self.store.message(message_id, "out")
             if done is not None:  # submitted before (a file taken again after a crash)
                 if done.status == "refused":
                     raise Refused(done.reason or "refused", done.content.get("sentence") or
@@ -408,7 +409,7 @@ class Gateway:
             raise Refused(e.reason, sentence, message_id) from None
         with self.store.transaction() as conn:
             if not self.store.update_message(
-                    message_id, expect=["awaiting_approval"], status="queued", body=body,
+                    message_id, "out", expect=["awaiting_approval"], status="queued", body=body,
                     header_sha256=env.header_sha256, registry_version=directory.version,
                     content={**m.content, "approved_by": manager.username,
                              "approved_at": format_time(utcnow())}, conn=conn):
@@ -426,7 +427,7 @@ class Gateway:
             raise Invalid("say why it is returned", {"reasons": ["required"]})
         with self.store.transaction() as conn:
             if not self.store.update_message(
-                    message_id, expect=["awaiting_approval"], status="returned",
+                    message_id, "out", expect=["awaiting_approval"], status="returned",
                     content={**m.content, "returned_by": manager.username,
                              "return_reasons": reasons}, conn=conn):
                 raise Conflict(f"{message_id} is no longer waiting for approval")
@@ -439,8 +440,8 @@ class Gateway:
     def _waiting(self, message_id: str, manager: Account) -> Message:
         if manager.role != "manager":
             raise Forbidden("only a manager may approve or return")
-        m = self.store.message(message_id)
-        if m is None or m.direction != "out" or m.unit != manager.unit:
+        m = self.store.message(message_id, "out")
+        if m is None or m.unit != manager.unit:
             raise NotFound(f"no message {message_id} of {manager.unit}")
         if m.status != "awaiting_approval":
             raise Conflict(f"{message_id} is {m.status}, not waiting for approval")
@@ -449,8 +450,8 @@ class Gateway:
     # --- sent and received ---------------------------------------------------------------
 
     def sent(self, unit: str, message_id: str) -> Message:
-        m = self.store.message(message_id)
-        if m is None or m.unit != unit or m.direction != "out":
+        m = self.store.message(message_id, "out")
+        if m is None or m.unit != unit:
             raise NotFound(f"no message {message_id} sent by {unit}")
         return m
 
@@ -461,8 +462,8 @@ class Gateway:
 
     def fetch(self, unit: str, message_id: str, *, case_reference: str | None = None) -> Message:
         """A received record, decrypted; its receipt is queued the first time."""
-        m = self.store.message(message_id)
-        if m is None or m.unit != unit or m.direction != "in":
+        m = self.store.message(message_id, "in")
+        if m is None or m.unit != unit:
             raise NotFound(f"no message {message_id} in the inbox of {unit}")
         if m.status == "received" and m.body is not None:
             try:
@@ -470,14 +471,15 @@ class Gateway:
             except (StateError, ClientError, ProtocolsError) as e:
                 log.warning("receipt for message_id=%s not queued (%s)", message_id, e.code
                             if isinstance(e, ClientError) else type(e).__name__)
-            self.store.update_message(message_id, expect=["received"], status="opened")
+            self.store.update_message(message_id, "in", expect=["received"], status="opened")
             self.store.add_event(unit=unit, type="opened", message_id=message_id,
                                  case_ref=m.content.get("case_reference"))
             self.wake.set()
         if case_reference:
-            self.store.update_message(message_id, case_ref=case_reference, unit_for_case=unit,
+            self.store.update_message(message_id, "in", case_ref=case_reference,
+                                      unit_for_case=unit,
                                       content={**m.content, "case_reference": case_reference})
-        found = self.store.message(message_id)
+        found = self.store.message(message_id, "in")
         assert found is not None
         return found
 
@@ -528,20 +530,22 @@ class Gateway:
 
     # --- what the courier calls ----------------------------------------------------------
 
-    def _sink_for(self, unit: str) -> Callable[[bytes, ParsedEnvelope, Payload, int | None],
-                                                 Path | None]:
+    def _sink_for(self, unit: str) -> RecordSink:
         def sink(body: bytes, env: ParsedEnvelope, payload: Payload,
-                 seq: int | None) -> Path | None:
+                 position: LogPosition) -> Path | None:
             h = env.header
+            if h.sender in self._units and position.leaf is not None:
+                self._broker_leaf(h.message_id, position.leaf)
             if h.kind == "receipt":
                 original = str(payload.record.get("received", ""))
-                self._receipted(original, h.message_id, seq)
+                self._receipted(original, h.message_id, position.seq)
                 return None
             self.store.add_message(
                 message_id=h.message_id, direction="in", unit=unit, counterpart=h.sender,
                 kind=h.kind, protocol=h.protocol, purpose=h.purpose,
                 in_reply_to=h.in_reply_to, case_ref=None, status="received", reason=None,
-                origin="broker", body=body, header_sha256=env.header_sha256, seq=seq,
+                origin="broker", body=body, header_sha256=env.header_sha256,
+                seq=position.seq, leaf_hash=position.leaf,
                 content={"record": payload.record, "reasons": payload.reasons,
                          "consent": None if h.consent is None else h.consent.status,
                          "ground": None if h.consent is None else h.consent.ground,
@@ -552,10 +556,10 @@ class Gateway:
         return sink
 
     def _receipted(self, original: str, receipt_id: str, seq: int | None) -> None:
-        m = self.store.message(original)
-        if m is None or m.direction != "out":
+        m = self.store.message(original, "out")
+        if m is None:
             return
-        if self.store.update_message(original, expect=["queued", "submitted", "routed"],
+        if self.store.update_message(original, "out", expect=["queued", "submitted", "routed"],
                                      status="receipted",
                                      content={**m.content, "receipt": receipt_id,
                                               "receipt_seq": seq}):
@@ -565,19 +569,22 @@ class Gateway:
     def _on_notice(self, notice: Notice) -> None:
         if notice.message_id is None:
             return
-        m = self.store.message(notice.message_id)
-        if m is None or m.direction != "out":
+        m = self.store.message(notice.message_id, "out")
+        if m is None:
             return
         if notice.decision == "routed":
             changed = self.store.update_message(
-                m.message_id, expect=["queued", "submitted"], status="routed", seq=notice.seq,
-                leaf_hash=self._leaf_hash(m, notice))
+                m.message_id, "out", expect=["queued", "submitted"], status="routed",
+                seq=notice.seq)
+            leaf = self._computed_leaf(m, notice)
+            if leaf is not None:
+                self.store.set_leaf(m.message_id, leaf, "gateway")
             if changed:
                 self.store.add_event(unit=m.unit, type="routed", message_id=m.message_id,
                                      case_ref=m.content.get("case_reference"))
         else:
             changed = self.store.update_message(
-                m.message_id, expect=["queued", "submitted"], status="refused",
+                m.message_id, "out", expect=["queued", "submitted"], status="refused",
                 reason=notice.reason, seq=notice.seq,
                 content={**m.content, "refused_by": "broker"})
             if changed:
@@ -585,12 +592,23 @@ class Gateway:
                                      message_id=m.message_id, reason=notice.reason,
                                      case_ref=m.content.get("case_reference"))
 
-    def _leaf_hash(self, m: Message, notice: Notice) -> str | None:
-        from agency.gateway.leaf import expected_leaf_hash
-
+    @staticmethod
+    def _computed_leaf(m: Message, notice: Notice) -> str | None:
         if m.body is None or m.registry_version is None:
             return None
         return expected_leaf_hash(m.body, notice, m.registry_version, amqp_user(m.unit))
+
+    def _broker_leaf(self, message_id: str, leaf: str) -> None:
+        """A message sent by one of this gateway's units arrived at another with the
+        broker's leaf hash (``infoshare-leaf``): it replaces the computed one."""
+        m = self.store.message(message_id, "out")
+        if m is None:
+            return
+        if m.leaf_source == "gateway" and m.leaf_hash != leaf:
+            # The router decided with another registry version than the gateway did.
+            log.warning("leaf hash corrected by the broker's message_id=%s "
+                        "registry_version=%s", message_id, m.registry_version)
+        self.store.set_leaf(message_id, leaf, "broker")
 
     def publish_pending(self) -> int:
         """Publish what is queued (checking first what was stored unchecked).
@@ -599,7 +617,7 @@ class Gateway:
         """
         published = 0
         for mid in self.store.pending_ids():
-            m = self.store.message(mid)
+            m = self.store.message(mid, "out")
             if m is None or m.status != "queued":
                 continue
             body = m.body
@@ -612,7 +630,7 @@ class Gateway:
             except (ConnectionFailed, PublishFailed) as e:
                 log.warning("publish message_id=%s failed (%s); kept queued", mid, e.code)
                 break
-            self.store.update_message(mid, expect=["queued"], status="submitted")
+            self.store.update_message(mid, "out", expect=["queued"], status="submitted")
             published += 1
         return published
 
@@ -629,7 +647,7 @@ class Gateway:
             status = "awaiting_approval" if e.reason == "approval_required" else "refused"
             sentence = explain(e.reason, self._ask(m.unit, draft), directory, utcnow())
             self.store.update_message(
-                m.message_id, expect=["queued"], status=status,
+                m.message_id, "out", expect=["queued"], status=status,
                 reason=None if status == "awaiting_approval" else e.reason,
                 registry_version=directory.version, content={**m.content,
                                                              "sentence": sentence})
@@ -640,11 +658,11 @@ class Gateway:
                                      details={"sentence": sentence})
             return None
         except Invalid as e:
-            self.store.update_message(m.message_id, expect=["queued"], status="refused",
+            self.store.update_message(m.message_id, "out", expect=["queued"], status="refused",
                                       reason="malformed", content={**m.content,
                                                                    "sentence": str(e)})
             return None
-        self.store.update_message(m.message_id, expect=["queued"], body=body,
+        self.store.update_message(m.message_id, "out", expect=["queued"], body=body,
                                   header_sha256=env.header_sha256,
                                   registry_version=directory.version)
         return body
@@ -657,6 +675,7 @@ def describe(m: Message) -> dict[str, Any]:
         "purpose": m.purpose, "status": m.status, "status_text": STATUS_WORDS.get(m.status,
                                                                                   m.status),
         "reason": m.reason, "seq": m.seq, "leaf_hash": m.leaf_hash,
+        "leaf_hash_source": m.leaf_source, "registry_version": m.registry_version,
         "created_at": format_time(m.created_at), "updated_at": format_time(m.updated_at),
         "in_reply_to": m.in_reply_to,
     }

@@ -8,8 +8,10 @@ hashes (``case_tag``) only, so that lookups by case need no plaintext.
 
 Invariants:
 
-- A message id is the primary key of ``messages``; a submission, its
-  approval and its status changes are updates of one row, in transactions.
+- A message is keyed by its id and direction: a message between two units
+  of the same organisation is the sender's (``out``) and the recipient's
+  (``in``). A submission, its approval and its status changes are updates
+  of one row, in transactions.
 - The envelope's bytes are stored before it is first published and never
   rebuilt afterwards, so a publish repeated after a crash is the same body
   (the broker logs it once).
@@ -43,6 +45,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    or_,
     select,
     update,
 )
@@ -61,7 +64,7 @@ TIME = String(20)
 messages = Table(
     "messages", metadata,
     Column("message_id", String(36), primary_key=True),
-    Column("direction", String(3), nullable=False),  # out | in
+    Column("direction", String(3), primary_key=True),  # out | in
     Column("unit", String(81), nullable=False),
     Column("counterpart", String(81), nullable=False),
     Column("kind", String(10), nullable=False),
@@ -73,6 +76,7 @@ messages = Table(
     Column("reason", String(40)),
     Column("seq", Integer),
     Column("leaf_hash", String(64)),
+    Column("leaf_source", String(8)),  # broker | gateway (see agency.gateway.leaf)
     Column("header_sha256", String(64)),
     Column("registry_version", Integer),
     Column("origin", String(10), nullable=False),  # api | page | folder | broker
@@ -150,6 +154,7 @@ class Message:
     reason: str | None
     seq: int | None
     leaf_hash: str | None
+    leaf_source: str | None
     header_sha256: str | None
     registry_version: int | None
     origin: str
@@ -271,7 +276,8 @@ class GatewayStore:
             message_id=r.message_id, direction=r.direction, unit=r.unit,
             counterpart=r.counterpart, kind=r.kind, protocol=r.protocol, purpose=r.purpose,
             in_reply_to=r.in_reply_to, case_tag=r.case_tag, status=r.status, reason=r.reason,
-            seq=r.seq, leaf_hash=r.leaf_hash, header_sha256=r.header_sha256,
+            seq=r.seq, leaf_hash=r.leaf_hash, leaf_source=r.leaf_source,
+            header_sha256=r.header_sha256,
             registry_version=r.registry_version, origin=r.origin,
             body=bytes(r.body) if r.body is not None else None,
             content=self.unseal(r.sealed), created_at=parse_time(r.created_at),
@@ -282,13 +288,16 @@ class GatewayStore:
                     case_ref: str | None, status: str, reason: str | None, origin: str,
                     content: Mapping[str, Any], body: bytes | None = None,
                     header_sha256: str | None = None, registry_version: int | None = None,
-                    seq: int | None = None, conn: Connection | None = None) -> bool:
-        """Insert a message; False if its id is stored already (nothing changes then)."""
+                    seq: int | None = None, leaf_hash: str | None = None,
+                    conn: Connection | None = None) -> bool:
+        """Insert a message (``leaf_hash``, if given, is the broker's); False if its id is
+        stored already in that direction (nothing changes then)."""
         now = format_time(utcnow())
         row = dict(message_id=message_id, direction=direction, unit=unit,
                    counterpart=counterpart, kind=kind, protocol=protocol, purpose=purpose,
                    in_reply_to=in_reply_to, case_tag=self.case_tag(unit, case_ref),
-                   status=status, reason=reason, seq=seq, leaf_hash=None,
+                   status=status, reason=reason, seq=seq, leaf_hash=leaf_hash,
+                   leaf_source=None if leaf_hash is None else "broker",
                    header_sha256=header_sha256, registry_version=registry_version,
                    origin=origin, body=body, sealed=self.seal(content), created_at=now,
                    updated_at=now)
@@ -303,14 +312,16 @@ class GatewayStore:
     @staticmethod
     def _insert_message(conn: Connection, row: dict[str, Any]) -> bool:
         exists = conn.execute(select(messages.c.message_id).where(
-            messages.c.message_id == row["message_id"])).first()
+            messages.c.message_id == row["message_id"]).where(
+            messages.c.direction == row["direction"])).first()
         if exists:
             return False
         conn.execute(insert(messages).values(**row))
         return True
 
-    def message(self, message_id: str) -> Message | None:
-        rows = self._rows(select(messages).where(messages.c.message_id == message_id))
+    def message(self, message_id: str, direction: str) -> Message | None:
+        rows = self._rows(select(messages).where(messages.c.message_id == message_id)
+                          .where(messages.c.direction == direction))
         return self._message(rows[0]) if rows else None
 
     def messages(self, *, unit: str | None = None, org: str | None = None,
@@ -340,7 +351,8 @@ class GatewayStore:
              .limit(limit))
         return [r.message_id for r in self._rows(q)]
 
-    def update_message(self, message_id: str, *, expect: Sequence[str] | None = None,
+    def update_message(self, message_id: str, direction: str, *,
+                       expect: Sequence[str] | None = None,
                        content: Mapping[str, Any] | None = None,
                        conn: Connection | None = None, **values: Any) -> bool:
         """Change a message's columns (and sealed content); with ``expect``, only from
@@ -352,11 +364,26 @@ class GatewayStore:
             ref = values.pop("case_ref")
             unit = values.pop("unit_for_case")
             values["case_tag"] = self.case_tag(unit, ref)
-        q = update(messages).where(messages.c.message_id == message_id).values(**values)
+        q = (update(messages).where(messages.c.message_id == message_id)
+             .where(messages.c.direction == direction).values(**values))
         if expect is not None:
             q = q.where(messages.c.status.in_(list(expect)))
         if conn is not None:
             return bool(conn.execute(q).rowcount)
+        with self._tx() as c:
+            return bool(c.execute(q).rowcount)
+
+    def set_leaf(self, message_id: str, leaf_hash: str, source: str) -> bool:
+        """Give a sent message its leaf hash. The broker's (``broker``) replaces any; one
+        computed by the gateway (``gateway``) never replaces the broker's, whichever
+        arrives first. Returns whether it was set."""
+        q = (update(messages).where(messages.c.message_id == message_id)
+             .where(messages.c.direction == "out")
+             .values(leaf_hash=leaf_hash, leaf_source=source,
+                     updated_at=format_time(utcnow())))
+        if source != "broker":
+            q = q.where(or_(messages.c.leaf_source.is_(None),
+                            messages.c.leaf_source != "broker"))
         with self._tx() as c:
             return bool(c.execute(q).rowcount)
 

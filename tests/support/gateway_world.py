@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +24,7 @@ from broker.topology import Credentials, ManagementAPI, amqp_url_for, provision
 from broker.transfer_log import TransferLog
 from infoshare.gateways import AccountSpec, RunningGateway, start_gateway
 from keys import NoteSigner, SigningKeyPair, write_public_key
+from protocols.model import Directory
 from registry.app import create_app
 from registry.client import RegistryClient
 from registry.datadir import create_data_dir
@@ -40,6 +41,7 @@ CSC = "leeds-cc/childrens-social-care"
 POLICE_MARAC = "wy-police/marac-coordinator"
 POLICE_HUB = "wy-police/safeguarding-hub"
 POLICE_INTEL = "wy-police/intelligence-bureau"
+EARLY_HELP = "leeds-cc/early-help"
 
 ACCOUNTS = {
     "leeds-cc": (
@@ -51,7 +53,32 @@ ACCOUNTS = {
         AccountSpec("pat.officer", POLICE_MARAC, "practitioner", "practitioner-pw-2"),
     ),
 }
-CASE_UNITS = {"leeds-cc": (SCHOOL, CSC), "wy-police": (POLICE_MARAC, POLICE_HUB, POLICE_INTEL)}
+CASE_UNITS = {"leeds-cc": (SCHOOL, CSC, EARLY_HELP),
+              "wy-police": (POLICE_MARAC, POLICE_HUB, POLICE_INTEL)}
+
+
+class HeldDirectory:
+    """The router's directory fetch, which a test can hold at the version it has, so that
+    the router decides with an older directory than the gateways (as it does for up to
+    its refresh interval after a registry change)."""
+
+    def __init__(self, fetch: Callable[[], Directory]) -> None:
+        self._fetch = fetch
+        self._last: Directory | None = None
+        self.held = False
+
+    def __call__(self) -> Directory:
+        if not self.held or self._last is None:
+            self._last = self._fetch()
+        return self._last
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self.held = True
+        try:
+            yield
+        finally:
+            self.held = False
 
 
 @dataclass
@@ -63,6 +90,7 @@ class World:
     vhost: str
     transfer_log: TransferLog
     router: Router
+    router_directory: HeldDirectory
     gateways: dict[str, RunningGateway] = field(default_factory=dict)
 
     @property
@@ -82,6 +110,19 @@ class World:
                 return dict(doc)
             if time.monotonic() > deadline:
                 raise AssertionError(f"{message_id} is {doc.get('status')}, not {want}")
+            time.sleep(0.05)
+
+    def wait_leaf(self, gw: RunningGateway, unit: str, message_id: str, source: str,
+                  timeout: float = 30.0) -> dict[str, Any]:
+        """The status of a sent message once its leaf hash comes from ``source``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, doc = gw.call(unit, "GET", f"/messages/{message_id}")
+            if status == 200 and doc.get("leaf_hash_source") == source:
+                return dict(doc)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{message_id}: leaf from {doc.get('leaf_hash_source')}, "
+                                     f"not {source}")
             time.sleep(0.05)
 
 
@@ -124,15 +165,16 @@ def gateway_world(node: RabbitNode, home: Path, vhost: str, *,
     transfer_log = TransferLog.open(f"sqlite:///{home / 'transfer-log.db'}",
                                     signer=NoteSigner(ORIGIN, broker_key), origin=ORIGIN)
     registry = RegistryClient(registry_url, token, registry_signing.public)
+    router_directory = HeldDirectory(registry.directory)
     router = Router(amqp_url=amqp_url_for(amqp_base, "infoshare-broker",
                                           credentials.password("infoshare-broker"), vhost),
-                    transfer_log=transfer_log, directory=DirectoryHolder(registry.directory),
+                    transfer_log=transfer_log, directory=DirectoryHolder(router_directory),
                     broker_key=broker_key)
     router_thread = threading.Thread(target=router.run, name="router", daemon=True)
     router_thread.start()
     assert router.ready.wait(30), "the router did not start"
     world = World(home, store, registry_url, registry_signing.public, vhost, transfer_log,
-                  router, gateways)
+                  router, router_directory, gateways)
     try:
         yield world
     finally:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gateway_world import (
     CSC,
+    EARLY_HELP,
     POLICE_HUB,
     POLICE_INTEL,
     PROTOCOL,
@@ -40,6 +43,20 @@ def _intel(case: str = "LCC-C-1") -> dict[str, object]:
             "ground": "serious-crime", "subject_informed": False, "case_reference": case}
 
 
+def _logged(world: World, message_id: str) -> tuple[dict[str, Any], str]:
+    """The log's entry of a message and its leaf hash (wire spec 6.1)."""
+    raw = [e for e in world.transfer_log.entries() if json.loads(e)["message_id"] == message_id]
+    assert len(raw) == 1
+    return json.loads(raw[0]), hashlib.sha256(b"\x00" + raw[0]).hexdigest()
+
+
+def _early_help(case: str) -> dict[str, object]:
+    return {"kind": "referral", "protocol": PROTOCOL, "purpose": "early-help",
+            "recipient": EARLY_HELP, "record": {"education": {"attendance": "61%"}},
+            "reasons": "attendance falling", "consent": "given", "subject_informed": True,
+            "case_reference": case}
+
+
 def test_permissions_come_from_the_signed_directory(world: World) -> None:
     status, doc = world.leeds.call(SCHOOL, "GET", "/permissions")
     assert status == 200 and doc["unit"] == SCHOOL
@@ -60,12 +77,14 @@ def test_a_referral_is_routed_opened_and_receipted(world: World,
     assert status == 202 and doc["status"] == "queued", doc
     mid = doc["message_id"]
     routed = world.wait_status(world.leeds, CSC, mid, ("routed",))
-    # The log position and leaf hash the gateway reports are those of the log itself.
-    entries = [json.loads(e) for e in world.transfer_log.entries()]
-    raw = [e for e in world.transfer_log.entries() if json.loads(e)["message_id"] == mid]
-    assert len(raw) == 1
-    assert routed["seq"] == json.loads(raw[0])["seq"]
-    assert routed["leaf_hash"] == hashlib.sha256(b"\x00" + raw[0]).hexdigest()
+    # The log position and leaf hash the gateway reports are those of the log itself:
+    # the gateway rebuilt the entry, evidence and all, for the registry version it
+    # decided with, which is the one the router decided with.
+    entry, leaf = _logged(world, mid)
+    assert routed["seq"] == entry["seq"]
+    assert routed["leaf_hash"] == leaf
+    assert routed["leaf_hash_source"] == "gateway"
+    assert routed["registry_version"] == entry["registry_version"]
 
     status, inbox = world.police.call(POLICE_INTEL, "GET", "/inbox")
     assert status == 200 and any(m["message_id"] == mid for m in inbox)
@@ -82,11 +101,55 @@ def test_a_referral_is_routed_opened_and_receipted(world: World,
     status, case = world.leeds.call(CSC, "GET", "/cases/LCC-C-1")
     assert case["messages"][0]["status"] == "receipted"
     assert {"submitted", "routed", "receipted"} <= {e["type"] for e in case["events"]}
-    assert len(entries) >= 1
     # No record, reason or case reference in any log line.
     for r in caplog.records:
         text = r.getMessage()
         assert SECRET not in text and "LCC-C-1" not in text and "WYP-77" not in text
+
+
+def test_a_referral_to_a_unit_of_the_same_gateway_arrives_with_the_brokers_leaf(
+        world: World) -> None:
+    status, doc = world.leeds.call(SCHOOL, "POST", "/messages", _early_help("SCH-20"))
+    assert status == 202, doc
+    mid = doc["message_id"]
+    # The same gateway holds the recipient: the record is in its inbox, beside the
+    # sender's copy of the same message id.
+    deadline = time.monotonic() + 30
+    while (status := world.leeds.call(EARLY_HELP, "GET", f"/inbox/{mid}")[0]) == 404:
+        assert time.monotonic() < deadline, "never arrived in the early-help inbox"
+        time.sleep(0.05)
+    status, record = world.leeds.call(EARLY_HELP, "GET", f"/inbox/{mid}")
+    assert status == 200 and record["record"] == {"education": {"attendance": "61%"}}
+    # The recipient's delivery carries the broker's own leaf (infoshare-leaf), which the
+    # sender's status takes as the authority.
+    sent = world.wait_leaf(world.leeds, SCHOOL, mid, "broker")
+    entry, leaf = _logged(world, mid)
+    assert sent["leaf_hash"] == leaf and sent["seq"] == entry["seq"]
+
+
+def test_a_directory_change_between_submission_and_decision(world: World) -> None:
+    """The router still decides with the directory it had; the gateway with a newer one.
+    The leaf the gateway computes is then not the log's, and says which version it assumed;
+    where the recipient is a unit of the same gateway, the broker's leaf replaces it."""
+    with world.router_directory.hold():
+        router_version = world.router_directory().version
+        world.store.register_manager("leeds-cc-mgr-09", "leeds-cc", "Team manager",
+                                     actor="admin:test")
+        gateway_version = world.leeds.gateway.directory.get(fresh=True).version
+        assert gateway_version > router_version
+        _, across = world.leeds.call(CSC, "POST", "/messages", _intel("LCC-C-21"))
+        _, within = world.leeds.call(SCHOOL, "POST", "/messages", _early_help("SCH-21"))
+        routed = world.wait_status(world.leeds, CSC, across["message_id"], ("routed",
+                                                                            "receipted"))
+        inside = world.wait_leaf(world.leeds, SCHOOL, within["message_id"], "broker")
+    entry, leaf = _logged(world, across["message_id"])
+    assert entry["registry_version"] == router_version
+    assert routed["leaf_hash_source"] == "gateway"
+    assert routed["registry_version"] == gateway_version
+    assert routed["leaf_hash"] != leaf  # computed for the version the gateway decided with
+    entry, leaf = _logged(world, within["message_id"])
+    assert entry["registry_version"] == router_version
+    assert inside["leaf_hash"] == leaf
 
 
 def test_a_refusal_names_its_reason_says_what_to_change_and_is_recorded(world: World) -> None:
@@ -124,7 +187,7 @@ def test_a_manager_approves_with_the_passphrase_and_a_wrong_one_signs_nothing(
     assert manager is not None
     with pytest.raises(WrongPassphrase):
         world.leeds.gateway.approve(mid, manager, "not the passphrase")
-    assert world.leeds.gateway.store.message(mid).status == "awaiting_approval"  # type: ignore[union-attr]
+    assert world.leeds.gateway.store.message(mid, "out").status == "awaiting_approval"  # type: ignore[union-attr]
     world.leeds.gateway.approve(mid, manager, "manager passphrase 1")
     routed = world.wait_status(world.leeds, SCHOOL, mid, ("routed", "receipted"))
     assert routed["seq"] is not None

@@ -38,8 +38,8 @@ def _check_store(store: GatewayStore) -> None:
     [m] = store.messages(unit=UNIT, case_tag=tag)
     assert m.content["record"]["identity"] == SECRET
     assert store.events(unit=UNIT, case_tag=tag)[0].details["reasons"] == SECRET
-    assert store.update_message(m.message_id, expect=["queued"], status="submitted")
-    assert not store.update_message(m.message_id, expect=["queued"], status="routed")
+    assert store.update_message(m.message_id, "out", expect=["queued"], status="submitted")
+    assert not store.update_message(m.message_id, "out", expect=["queued"], status="routed")
     assert store.pending_ids() == []
 
 
@@ -96,12 +96,12 @@ def test_a_submission_while_the_registry_is_down_is_kept_and_checked_later(
     assert "registry cannot be reached" in outcome.note
     with pytest.raises(RegistryDown):
         gateway.permissions(UNIT)
-    m = gateway.store.message(outcome.message_id)
+    m = gateway.store.message(outcome.message_id, "out")
     assert m is not None and m.body is None
     assert gateway._check_late(m) is None  # still down: kept as it is
     up["yes"] = True
     assert gateway._check_late(m) is not None  # checked, built, ready to publish
-    m = gateway.store.message(outcome.message_id)
+    m = gateway.store.message(outcome.message_id, "out")
     assert m is not None and m.body is not None and m.status == "queued"
     gateway.close()
 
