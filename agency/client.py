@@ -7,8 +7,10 @@ Invariants:
 
 - **Refuse locally what the broker would refuse.** Before publishing, ``send``
   runs ``protocols.policy.decide`` on the envelope it built, against the
-  current directory and a log view of what this unit has received, and
-  raises :class:`~broker.errors.LocalRefusal` with the broker's reason code.
+  directory and a log view of what this unit has received, and raises
+  :class:`~agency.errors.LocalRefusal` with the broker's reason code. The
+  directory is kept between sends; a refusal is decided again with the
+  current one first, so a kept directory never refuses what it permits.
   Only check 4 (``duplicate``) cannot be known locally; every message gets a
   fresh UUIDv4, which makes it moot.
 - **At least once out.** A publish is confirmed by RabbitMQ (publisher
@@ -57,6 +59,7 @@ import pika.exceptions
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from agency.directory_cache import DirectoryCache
 from agency.errors import (
     ConnectionFailed,
     InvalidMessage,
@@ -380,13 +383,18 @@ class StateStore:
 
     # notices
 
-    def add_notice(self, notice: Notice) -> bool:
-        """Store a notice; False if one with its ``seq`` is stored already (redelivered)."""
+    def add_notices(self, notices: Sequence[Notice]) -> list[Notice]:
+        """Store notices in one transaction; returns those not stored before (a
+        redelivered notice has a ``seq`` stored already)."""
+        new = []
         with self._tx() as db:
-            cur = db.execute("INSERT OR IGNORE INTO notices VALUES (?, ?, ?, ?, ?)",
-                             (notice.message_id, notice.decision, notice.reason, notice.seq,
-                              format_time(notice.at)))
-            return cur.rowcount == 1
+            for notice in notices:
+                cur = db.execute("INSERT OR IGNORE INTO notices VALUES (?, ?, ?, ?, ?)",
+                                 (notice.message_id, notice.decision, notice.reason,
+                                  notice.seq, format_time(notice.at)))
+                if cur.rowcount == 1:
+                    new.append(notice)
+        return new
 
     def notices(self, message_id: str | None = None) -> list[Notice]:
         if message_id is None:
@@ -476,8 +484,9 @@ class LogPosition:
 #: Takes an opened record (AMQP body, envelope, payload, log position) and keeps it;
 #: returns its path, if any.
 RecordSink = Callable[[bytes, ParsedEnvelope, Payload, LogPosition], "Path | None"]
-#: Told of every notice taken from the inbox, redelivered ones too (so it must be idempotent).
-NoticeSink = Callable[[Notice], None]
+#: Told of the notices taken from the inbox in one round, before they are acked, redelivered
+#: ones too (so it must be idempotent).
+NoticeSink = Callable[[Sequence[Notice]], None]
 
 
 def _parameters(url: str, user: str, ca_file: str | None) -> pika.URLParameters:
@@ -515,15 +524,18 @@ class AgencyClient:
     file in ``out_dir``; it must be idempotent by message id. With
     ``deferred_receipts`` a receipt is sent only when :meth:`acknowledge` is
     called (the record was opened by a person or a case system).
-    ``directory`` is called for a fresh verified directory (e.g.
-    ``RegistryClient.directory``). ``broker_key`` is the raw public key the
+    ``directory`` is called for a verified directory (e.g.
+    ``RegistryClient.directory``), which the client keeps for a few seconds
+    (:class:`~agency.directory_cache.DirectoryCache`; one may be given
+    instead) and asks for again before it refuses anything. ``broker_key`` is the raw public key the
     broker signs notices with. ``countersigners`` are manager keys added to
     every envelope sent (``send(approvals=...)`` adds more).
     """
 
     def __init__(self, *, unit: Address, amqp_url: str | Sequence[str],
                  signing_key: SigningKeyPair, encryption_keys: Sequence[EncryptionKeyPair],
-                 directory: Callable[[], Directory], broker_key: bytes, state_dir: Path,
+                 directory: Callable[[], Directory] | DirectoryCache, broker_key: bytes,
+                 state_dir: Path,
                  countersigners: Sequence[SigningKeyPair] = (), ca_file: str | None = None,
                  record_sink: RecordSink | None = None, notice_sink: NoticeSink | None = None,
                  deferred_receipts: bool = False) -> None:
@@ -541,7 +553,8 @@ class AgencyClient:
         self.state_dir = Path(state_dir)
         self._signing = signing_key
         self._encryption = {k.key_id: k for k in encryption_keys}
-        self._directory = directory
+        self._directories = (directory if isinstance(directory, DirectoryCache)
+                             else DirectoryCache(directory))
         self._broker_key = broker_key
         self._countersigners = tuple(countersigners)
         self._params = [_parameters(url, self.user, ca_file) for url in urls]
@@ -724,7 +737,32 @@ class AgencyClient:
             Whatever ``directory`` raises when the directory cannot be had.
         """
         now = (now or utcnow()).replace(microsecond=0)
-        directory = directory if directory is not None else self._directory()
+
+        def build(d: Directory) -> tuple[bytes, ParsedEnvelope]:
+            return self._prepare(d, kind=kind, protocol=protocol, purpose=purpose,
+                                 recipient=recipient, record=record, reasons=reasons,
+                                 consent=consent, subject_informed=subject_informed,
+                                 in_reply_to=in_reply_to, approvals=approvals, now=now,
+                                 precheck=precheck, message_id=message_id)
+
+        if directory is not None:
+            return build(directory)
+        kept = self._directories.get()
+        try:
+            return build(kept)
+        except LocalRefusal:
+            # The kept directory may be older than the one that permits this: decide
+            # again with the current one before refusing.
+            current = self._directories.get(fresh=True)
+            if current.version == kept.version:
+                raise
+            return build(current)
+
+    def _prepare(self, directory: Directory, *, kind: Kind, protocol: str, purpose: str,
+                 recipient: str, record: Mapping[str, object], reasons: str,
+                 consent: Consent | None, subject_informed: bool, in_reply_to: str | None,
+                 approvals: Sequence[SigningKeyPair], now: datetime, precheck: bool,
+                 message_id: str | None) -> tuple[bytes, ParsedEnvelope]:
         rkey = directory.current_key(recipient, "encryption", now)
         if rkey is None and not precheck:
             raise LocalRefusal(Reason.RECIPIENT_KEY_NOT_VALID.value)
@@ -784,6 +822,14 @@ class AgencyClient:
         return _Outgoing(receipt.header.message_id, h.message_id, receipt.header_sha256,
                          h.sender, h.protocol, h.purpose, body), RECEIPT_PENDING
 
+    def _receipt(self, env: ParsedEnvelope, directory: _DirectoryCache,
+                  now: datetime) -> tuple[_Outgoing | None, int]:
+        receipt, state = self._build_receipt(env, directory.get(), now)
+        if state == RECEIPT_REFUSED:
+            # Perhaps only a kept directory refuses it (a key registered since).
+            receipt, state = self._build_receipt(env, directory.refresh(), now)
+        return receipt, state
+
     def acknowledge(self, body: bytes, *, publish_now: bool = True) -> bool:
         """Send the deferred receipt for a received envelope (its AMQP body).
 
@@ -798,7 +844,7 @@ class AgencyClient:
         if self.store.receipt_state(env.header.message_id) != RECEIPT_DEFERRED:
             return False
         now = utcnow()
-        receipt, state = self._build_receipt(env, self._directory(), now)
+        receipt, state = self._receipt(env, _DirectoryCache(self._directories), now)
         if not self.store.queue_receipt(env.header.message_id, receipt, state, now):
             return False
         if publish_now:
@@ -847,7 +893,7 @@ class AgencyClient:
         except OSError as e:
             raise StateError(f"{out_dir}: cannot create ({e.strerror})") from e
         self._try_pending_receipts()
-        directory = _DirectoryCache(self._directory)
+        directory = _DirectoryCache(self._directories)
         results: list[Received] = []
         handled = 0
         delay = BACKOFF_FIRST
@@ -885,7 +931,8 @@ class AgencyClient:
                        idle_timeout: float) -> tuple[int, bool]:
         """Consume up to ``prefetch`` deliveries, ack them together, then send receipts.
 
-        The prefetch is never more than the deliveries still wanted, and the
+        The round's notices are stored together (and handed to the notice sink)
+        before the ack. The prefetch is never more than the deliveries still wanted, and the
         consumer is cancelled before anything is acked, so stopping early never
         hands a message back (each hand-back counts towards the queue's
         delivery limit). Returns (deliveries handled, whether the inbox went idle).
@@ -897,12 +944,13 @@ class AgencyClient:
             last_tag: int | None = None
             count = 0
             idle = False
+            notices: list[Notice] = []
             for method, props, body in ch.consume(inbox_name(self.unit),
                                                   inactivity_timeout=idle_timeout):
                 if method is None or props is None or body is None:
                     idle = True
                     break
-                result = self._handle(out_dir, directory, props, body)
+                result = self._handle(out_dir, directory, props, body, notices)
                 if result is not None:
                     results.append(result)
                 last_tag = method.delivery_tag
@@ -912,6 +960,7 @@ class AgencyClient:
             # Cancel before acking: an ack frees prefetch room, which RabbitMQ would
             # fill with a delivery that the cancel then hands back.
             ch.cancel()
+            self._take_notices(notices)
             if last_tag is not None:
                 ch.basic_ack(last_tag, multiple=True)
         finally:
@@ -931,29 +980,35 @@ class AgencyClient:
             log.warning("receipts left pending (%s)", e.detail)
 
     def _handle(self, out_dir: Path, directory: _DirectoryCache,
-                props: pika.spec.BasicProperties, body: bytes) -> Received | None:
+                props: pika.spec.BasicProperties, body: bytes,
+                notices: list[Notice]) -> Received | None:
         if props.type == "envelope":
             return self._handle_envelope(out_dir, directory, props, body)
         if props.type == "notice":
-            self._handle_notice(body)
+            notice = self._parse_notice(body)
+            if notice is not None:
+                notices.append(notice)
             return None
         log.warning("ignored a message of unknown type code=unknown_type")
         return None
 
-    def _handle_notice(self, body: bytes) -> None:
+    def _parse_notice(self, body: bytes) -> Notice | None:
         try:
-            notice = parse_notice(body, self._broker_key)
+            return parse_notice(body, self._broker_key)
         except EnvelopeRefused as e:
             log.warning("notice refused code=%s", e.reason.value)
-            return
         except NoticeRefused as e:
             log.warning("notice refused code=%s", e.code)
+        return None
+
+    def _take_notices(self, notices: Sequence[Notice]) -> None:
+        if not notices:
             return
-        if self.store.add_notice(notice):
+        for notice in self.store.add_notices(notices):
             log.info("notice message_id=%s decision=%s reason=%s seq=%d", notice.message_id,
                      notice.decision, notice.reason or "-", notice.seq)
         if self._notice_sink is not None:
-            self._notice_sink(notice)
+            self._notice_sink(notices)
 
     def _handle_envelope(self, out_dir: Path, directory: _DirectoryCache,
                          props: pika.spec.BasicProperties, body: bytes) -> Received:
@@ -986,7 +1041,7 @@ class AgencyClient:
         if self._deferred and h.kind != "receipt":
             receipt, state = None, RECEIPT_DEFERRED
         else:
-            receipt, state = self._build_receipt(env, directory.get(), now)
+            receipt, state = self._receipt(env, directory, now)
         self.store.accept(h, env.header_sha256, now, receipt, state)
         log.info("accepted message_id=%s kind=%s seq=%s", h.message_id, h.kind,
                  seq if seq is not None else "-")
@@ -1038,22 +1093,23 @@ class AgencyClient:
 
 
 class _DirectoryCache:
-    """The directory for one receive call: fetched when first needed, refreshed at most once."""
+    """The directory for one receive call: the client's, asked for afresh at most once (so
+    that a flood of envelopes naming unknown keys costs one registry request)."""
 
-    def __init__(self, fetch: Callable[[], Directory]) -> None:
-        self._fetch = fetch
+    def __init__(self, directories: DirectoryCache) -> None:
+        self._directories = directories
         self._current: Directory | None = None
         self._refreshed = False
 
     def get(self) -> Directory:
         if self._current is None:
-            self._current = self._fetch()
+            self._current = self._directories.get()
         return self._current
 
     def refresh(self) -> Directory:
         if not self._refreshed:
             self._refreshed = True
-            self._current = self._fetch()
+            self._current = self._directories.get(fresh=True)
         return self.get()
 
 

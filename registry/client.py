@@ -58,20 +58,28 @@ class RegistryClient:
         self._timeout = timeout
         self._highest_seen = -1
         self._lock = threading.Lock()
+        # The current directory last verified, and its ETag: asked for again with
+        # If-None-Match, an unchanged directory comes back as 304, without a body.
+        self._current: tuple[str, Directory] | None = None
 
     @property
     def highest_seen(self) -> int:
         """The highest directory version verified so far (-1 before the first)."""
         return self._highest_seen
 
-    def _get(self, path: str) -> bytes:
-        request = urllib.request.Request(
-            self.base_url + "/api/v1" + path,
-            headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"})
+    def _get(self, path: str, etag: str | None = None) -> tuple[bytes | None, str | None]:
+        """The body and ETag at ``path``; (None, etag) if it still has ``etag`` (HTTP 304)."""
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        if etag is not None:
+            headers["If-None-Match"] = etag
+        request = urllib.request.Request(self.base_url + "/api/v1" + path, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
                 body: bytes = response.read(MAX_RESPONSE + 1)
+                new_etag = response.headers.get("ETag")
         except urllib.error.HTTPError as e:
+            if e.code == 304 and etag is not None and e.headers.get("ETag") == etag:
+                return None, etag
             raise _translate(e) from e
         except (urllib.error.URLError, OSError, ValueError) as e:
             # ValueError: a malformed base URL. The reason names no secret.
@@ -79,11 +87,13 @@ class RegistryClient:
                                       f"{getattr(e, 'reason', type(e).__name__)}") from e
         if len(body) > MAX_RESPONSE:
             raise RegistryUnavailable("the registry's answer is too large")
-        return body
+        return body, new_etag
 
     def signed_directory(self, version: int | None = None) -> bytes:
         """The signed directory document as served (not yet verified)."""
-        return self._get("/directory" if version is None else f"/directory/{int(version)}")
+        body, _ = self._get("/directory" if version is None else f"/directory/{int(version)}")
+        assert body is not None
+        return body
 
     def directory(self, version: int | None = None) -> Directory:
         """The verified directory, current or at ``version``.
@@ -93,7 +103,14 @@ class RegistryClient:
                 for, or (for the current one) lower than a version seen before.
             RegistryUnavailable, Unauthenticated, Forbidden, NotFound, Throttled.
         """
-        document = self.signed_directory(version)
+        if version is None:
+            kept = self._current
+            document, etag = self._get("/directory", kept[0] if kept else None)
+            if document is None and kept is not None:
+                return kept[1]  # unchanged since it was verified
+        else:
+            document, etag = self._get(f"/directory/{int(version)}")
+        assert document is not None
         try:
             d = verify_directory(document, self._pinned)
         except DirectoryError as e:
@@ -106,12 +123,14 @@ class RegistryClient:
                     f"the registry served version {d.version} as current after "
                     f"{self._highest_seen}; refusing to go back")
             self._highest_seen = max(self._highest_seen, d.version)
+            if version is None and etag is not None:
+                self._current = (etag, d)
         return d
 
     def versions(self) -> list[RemoteVersion]:
         """Every registry version with who made it and what it was."""
         try:
-            rows: Any = json.loads(self._get("/directory/versions"))
+            rows: Any = json.loads(self._get("/directory/versions")[0] or b"")
             return [RemoteVersion(version=int(r["version"]),
                                   created_at=parse_time(r["created_at"]),
                                   actor=str(r["actor"]), change=str(r["change"]))

@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Connection
+
+from agency import directory_cache
 from agency.bundle import Bundle
 from agency.client import AgencyClient, LogPosition, RecordSink
 from agency.errors import (
@@ -84,37 +86,20 @@ class RegistryDown(GatewayError):
     code = "registry_unavailable"
 
 
-class DirectoryCache:
-    """The last verified directory; fetched again when older than ``max_age`` seconds.
+class DirectoryCache(directory_cache.DirectoryCache):
+    """The gateway's directory: asked for again when 5 s old; while the registry cannot
+    be reached, the last one is used for up to an hour, and before any was had,
+    :class:`RegistryDown`."""
 
-    When the registry cannot be reached, the last directory is used while it is
-    younger than ``stale_after``; before any was fetched, :class:`RegistryDown`.
-    """
-
-    def __init__(self, fetch: Callable[[], Directory], max_age: float = 30.0,
+    def __init__(self, fetch: Callable[[], Directory], max_age: float = 5.0,
                  stale_after: float = 3600.0) -> None:
-        self._fetch = fetch
-        self._max_age = max_age
-        self._stale_after = stale_after
-        self._current: Directory | None = None
-        self._at = 0.0
-        self._lock = threading.Lock()
+        super().__init__(fetch, max_age=max_age, stale_after=stale_after)
 
     def get(self, fresh: bool = False) -> Directory:
-        with self._lock:
-            age = time.monotonic() - self._at
-            if self._current is not None and age < self._max_age and not fresh:
-                return self._current
-            try:
-                self._current = self._fetch()
-                self._at = time.monotonic()
-            except Exception as e:  # the registry client raises its own tree; any is "down"
-                if self._current is not None and age < self._stale_after:
-                    log.warning("registry unreachable (%s); using directory version %d",
-                                type(e).__name__, self._current.version)
-                    return self._current
-                raise RegistryDown("the registry cannot be reached") from e
-            return self._current
+        try:
+            return super().get(fresh)
+        except Exception as e:  # the registry client raises its own tree; any is "down"
+            raise RegistryDown("the registry cannot be reached") from e
 
 
 @dataclass(frozen=True)
@@ -183,9 +168,9 @@ class Gateway:
             client = AgencyClient(
                 unit=unit,  # type: ignore[arg-type]
                 amqp_url=urls, ca_file=bundle.ca_file, signing_key=keys.signing,
-                encryption_keys=keys.encryption, directory=lambda: self.directory.get(),
+                encryption_keys=keys.encryption, directory=self.directory,
                 broker_key=bundle.broker_public_key(), state_dir=state_dir(unit),
-                record_sink=self._sink_for(unit), notice_sink=self._on_notice,
+                record_sink=self._sink_for(unit), notice_sink=self._on_notices,
                 deferred_receipts=True)
             self._units[unit] = _Unit(keys, client)
 
@@ -312,24 +297,30 @@ class Gateway:
             body, env = self._prepare(unit, draft, mid, directory)
         except LocalRefusal as e:
             if e.reason == "approval_required":
-                self.store.add_message(status="awaiting_approval", reason=None,
-                                       registry_version=directory.version, **common)  # type: ignore[arg-type]
-                self.store.add_event(unit=unit, type="awaiting_approval",
-                                     case_ref=draft.case_reference, message_id=mid,
-                                     details={"actor": actor})
+                self._add(dict(common, status="awaiting_approval", reason=None,
+                               registry_version=directory.version),
+                          dict(unit=unit, type="awaiting_approval",
+                               case_ref=draft.case_reference, message_id=mid,
+                               details={"actor": actor}))
                 return Outcome(mid, "awaiting_approval",
                                explain("approval_required", self._ask(unit, draft),
                                        directory, utcnow()))
             sentence = explain(e.reason, self._ask(unit, draft), directory, utcnow())
             self._record_refusal(unit, draft, mid, e.reason, sentence, actor, origin, common)
             raise Refused(e.reason, sentence, mid) from None
-        self.store.add_message(status="queued", reason=None, body=body,
-                               header_sha256=env.header_sha256,
-                               registry_version=directory.version, **common)  # type: ignore[arg-type]
-        self.store.add_event(unit=unit, type="submitted", case_ref=draft.case_reference,
-                             message_id=mid, details={"actor": actor})
+        self._add(dict(common, status="queued", reason=None, body=body,
+                       header_sha256=env.header_sha256, registry_version=directory.version),
+                  dict(unit=unit, type="submitted", case_ref=draft.case_reference,
+                       message_id=mid, details={"actor": actor}))
         self.wake.set()
         return Outcome(mid, "queued")
+
+    def _add(self, message: dict[str, Any], event: dict[str, Any]) -> None:
+        """Store a new message and its first event in one (group) commit."""
+        def write(conn: Connection) -> None:
+            if self.store.add_message(**message, conn=conn):
+                self.store.add_event(**event, conn=conn)
+        self.store.write(write)
 
     def check(self, unit: str, actor: str, draft: Draft) -> tuple[bool, int]:
         """Check a draft without storing it: (whether a manager must approve, directory
@@ -359,13 +350,13 @@ class Gateway:
     def _record_refusal(self, unit: str, draft: Draft, mid: str, reason: str, sentence: str,
                         actor: str, origin: str, common: dict[str, Any]) -> None:
         log.info("refused locally message_id=%s reason=%s", mid, reason)
-        self.store.add_message(status="refused", reason=reason, **{
-            **common, "content": {**common["content"], "sentence": sentence,
-                                  "refused_by": "gateway"}})
-        self.store.add_event(unit=unit, type="refused_locally", case_ref=draft.case_reference,
-                             message_id=mid, reason=reason,
-                             details={"actor": actor, "sentence": sentence,
-                                      "purpose": draft.purpose, "recipient": draft.recipient})
+        self._add(dict(common, status="refused", reason=reason,
+                       content={**common["content"], "sentence": sentence,
+                                "refused_by": "gateway"}),
+                  dict(unit=unit, type="refused_locally", case_ref=draft.case_reference,
+                       message_id=mid, reason=reason,
+                       details={"actor": actor, "sentence": sentence,
+                                "purpose": draft.purpose, "recipient": draft.recipient}))
 
     def _draft_of(self, m: Message) -> Draft:
         c = m.content
@@ -566,31 +557,40 @@ class Gateway:
             self.store.add_event(unit=m.unit, type="receipted", message_id=original,
                                  case_ref=m.content.get("case_reference"))
 
-    def _on_notice(self, notice: Notice) -> None:
-        if notice.message_id is None:
-            return
-        m = self.store.message(notice.message_id, "out")
-        if m is None:
-            return
+    def _on_notices(self, notices: Sequence[Notice]) -> None:
+        """The broker's decisions on what this gateway sent, applied in one commit."""
+        decided = []
+        for notice in notices:
+            m = (self.store.message(notice.message_id, "out")
+                 if notice.message_id is not None else None)
+            if m is not None:
+                decided.append((m, notice, self._computed_leaf(m, notice)))
+        if decided:
+            def write(conn: Connection) -> None:
+                for m, notice, leaf in decided:
+                    self._apply_notice(conn, m, notice, leaf)
+            self.store.write(write)
+
+    def _apply_notice(self, conn: Connection, m: Message, notice: Notice,
+                      leaf: str | None) -> None:
+        case_ref = m.content.get("case_reference")
         if notice.decision == "routed":
-            changed = self.store.update_message(
-                m.message_id, "out", expect=["queued", "submitted"], status="routed",
-                seq=notice.seq)
-            leaf = self._computed_leaf(m, notice)
-            if leaf is not None:
-                self.store.set_leaf(m.message_id, leaf, "gateway")
-            if changed:
+            if self.store.update_message(m.message_id, "out", expect=["queued", "submitted"],
+                                         status="routed", seq=notice.seq, conn=conn):
                 self.store.add_event(unit=m.unit, type="routed", message_id=m.message_id,
-                                     case_ref=m.content.get("case_reference"))
-        else:
-            changed = self.store.update_message(
-                m.message_id, "out", expect=["queued", "submitted"], status="refused",
-                reason=notice.reason, seq=notice.seq,
-                content={**m.content, "refused_by": "broker"})
-            if changed:
-                self.store.add_event(unit=m.unit, type="refused_by_broker",
-                                     message_id=m.message_id, reason=notice.reason,
-                                     case_ref=m.content.get("case_reference"))
+                                     case_ref=case_ref, conn=conn)
+            else:  # its receipt came first (both taken in one round): only the position
+                self.store.update_message(m.message_id, "out", expect=["receipted"],
+                                          seq=notice.seq, conn=conn)
+            if leaf is not None:
+                self.store.set_leaf(m.message_id, leaf, "gateway", conn=conn)
+        elif self.store.update_message(m.message_id, "out", expect=["queued", "submitted"],
+                                       status="refused", reason=notice.reason,
+                                       seq=notice.seq, conn=conn,
+                                       content={**m.content, "refused_by": "broker"}):
+            self.store.add_event(unit=m.unit, type="refused_by_broker",
+                                 message_id=m.message_id, reason=notice.reason,
+                                 case_ref=case_ref, conn=conn)
 
     @staticmethod
     def _computed_leaf(m: Message, notice: Notice) -> str | None:

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Boolean,
@@ -53,11 +53,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from agency.gateway.errors import StoreUnavailable
+from agency.gateway.group_commit import GroupCommit
 from keys import DecryptionError, SecretKey
 from protocols.directory import format_time, parse_time
 
 __all__ = ["Account", "CaseSystem", "Event", "GatewayStore", "Message", "utcnow"]
 
+T = TypeVar("T")
 metadata = MetaData()
 TIME = String(20)
 
@@ -204,7 +206,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
 
 def make_engine(database_url: str) -> Engine:
     if database_url.startswith("sqlite"):
-        engine = create_engine(database_url, connect_args={"timeout": 15})
+        # Readers on every request and courier thread; writes go through one group
+        # commit, so the pool mostly serves reads.
+        engine = create_engine(database_url, connect_args={"timeout": 15}, pool_size=10,
+                               max_overflow=30)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(database_url, pool_pre_ping=True)
@@ -216,6 +221,7 @@ class GatewayStore:
     def __init__(self, database_url: str, key: SecretKey) -> None:
         self._key = key
         self.engine = make_engine(database_url)
+        self._group: GroupCommit[Connection] = GroupCommit(self._tx)
         try:
             metadata.create_all(self.engine)
         except SQLAlchemyError as e:
@@ -304,8 +310,7 @@ class GatewayStore:
         if conn is not None:
             return self._insert_message(conn, row)
         try:
-            with self._tx() as c:
-                return self._insert_message(c, row)
+            return self.write(lambda c: self._insert_message(c, row))
         except IntegrityError:
             return False
 
@@ -370,10 +375,10 @@ class GatewayStore:
             q = q.where(messages.c.status.in_(list(expect)))
         if conn is not None:
             return bool(conn.execute(q).rowcount)
-        with self._tx() as c:
-            return bool(c.execute(q).rowcount)
+        return self.write(lambda c: bool(c.execute(q).rowcount))
 
-    def set_leaf(self, message_id: str, leaf_hash: str, source: str) -> bool:
+    def set_leaf(self, message_id: str, leaf_hash: str, source: str,
+                 conn: Connection | None = None) -> bool:
         """Give a sent message its leaf hash. The broker's (``broker``) replaces any; one
         computed by the gateway (``gateway``) never replaces the broker's, whichever
         arrives first. Returns whether it was set."""
@@ -384,8 +389,9 @@ class GatewayStore:
         if source != "broker":
             q = q.where(or_(messages.c.leaf_source.is_(None),
                             messages.c.leaf_source != "broker"))
-        with self._tx() as c:
-            return bool(c.execute(q).rowcount)
+        if conn is not None:
+            return bool(conn.execute(q).rowcount)
+        return self.write(lambda c: bool(c.execute(q).rowcount))
 
     # --- events --------------------------------------------------------------------------
 
@@ -399,8 +405,7 @@ class GatewayStore:
         if conn is not None:
             conn.execute(insert(events).values(**row))
             return
-        with self._tx() as c:
-            c.execute(insert(events).values(**row))
+        self.write(lambda c: c.execute(insert(events).values(**row)))
 
     def events(self, *, unit: str, case_tag: str | None = None,
                types: Sequence[str] | None = None, limit: int = 500) -> list[Event]:
@@ -416,8 +421,14 @@ class GatewayStore:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
+        """A transaction of its own, for a caller that decides between its statements."""
         with self._tx() as conn:
             yield conn
+
+    def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(connection)`` in a transaction shared with the writes of other threads
+        (:mod:`agency.gateway.group_commit`); its result, once committed."""
+        return self._group.run(fn)
 
     # --- accounts and case systems -------------------------------------------------------
 
@@ -470,10 +481,9 @@ class GatewayStore:
                                                  done=False, at=format_time(utcnow())))
 
     def folder_file_done(self, unit: str, name: str, sha256: str) -> None:
-        with self._tx() as c:
-            c.execute(update(folder_files).where(folder_files.c.unit == unit).where(
-                folder_files.c.name == name).where(folder_files.c.sha256 == sha256).values(
-                done=True))
+        self.write(lambda c: c.execute(update(folder_files).where(
+            folder_files.c.unit == unit).where(folder_files.c.name == name).where(
+            folder_files.c.sha256 == sha256).values(done=True)))
 
     def folder_pending(self) -> list[tuple[str, str, str, str | None, str]]:
         rows = self._rows(select(folder_files).where(folder_files.c.done.is_(False)))

@@ -122,6 +122,7 @@ def test_a_referral_to_a_unit_of_the_same_gateway_arrives_with_the_brokers_leaf(
     assert status == 200 and record["record"] == {"education": {"attendance": "61%"}}
     # The recipient's delivery carries the broker's own leaf (infoshare-leaf), which the
     # sender's status takes as the authority.
+    world.wait_status(world.leeds, SCHOOL, mid, ("routed", "receipted"))
     sent = world.wait_leaf(world.leeds, SCHOOL, mid, "broker")
     entry, leaf = _logged(world, mid)
     assert sent["leaf_hash"] == leaf and sent["seq"] == entry["seq"]
