@@ -40,11 +40,12 @@ from broker.node import NodeConfig, RabbitNode
 from broker.router import DirectoryHolder, Router
 from broker.topology import Credentials, amqp_url_for, provision
 from broker.transfer_log import TransferLog
-from infoshare.gateways import AccountSpec, RunningGateway, start_gateway
-from keys import NoteSigner, SigningKeyPair, write_public_key
+from infoshare.gateways import AccountSpec, RegistryAdmin, RunningGateway, start_gateway
+from keys import NoteSigner, new_keys, write_public_key
 from protocols.envelope import Notice
 from protocols.model import Consent, GroundId, amqp_user
 from registry.app import create_app
+from registry.changes import KeyOwner
 from registry.client import RegistryClient
 from registry.datadir import create_data_dir
 from registry.store import Store
@@ -151,14 +152,21 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
     data_dir, signing = create_data_dir(registry_dir, passphrase)
     registry_key = signing.public
     store = Store(data_dir.database_url, signing_key=signing)
-    store.initialise(actor="demo:setup")
-    tokens = {role: store.create_token(role, f"demo {role}", actor="demo:setup")[1]
-              for role in ("admin", "auditor", "agency")}
-    store.load_protocol(PROTOCOL_FILE.read_text(encoding="utf-8"), actor="demo:ig-officer")
+    store.create_tables()
+    admin_id, admin_token = store.create_token("admin", "demo information governance officer",
+                                               actor="demo:setup")
+    store.initialise(actor=f"token:{admin_id}")
+    tokens = {role: store.create_token(role, f"demo {role}", actor=f"token:{admin_id}")[1]
+              for role in ("auditor", "agency")}
+    store.load_protocol(PROTOCOL_FILE.read_text(encoding="utf-8"), actor=f"token:{admin_id}")
 
-    broker_key = SigningKeyPair.generate()
-    store.register_key("broker", "broker", "signing", broker_key.public,
-                       now - timedelta(minutes=1), actor="demo:ig-officer")
+    # The broker's key and its public key file, registered as an administrator would:
+    # the file says whose key it is and proves its holder has it. The units' and the
+    # managers' keys are made by their gateways and registered through the API below.
+    broker_keys = new_keys("broker", "broker")
+    broker_key = broker_keys.signing
+    store.register_keys(KeyOwner("broker", "broker"), broker_keys.files,
+                        now - timedelta(minutes=1), actor=f"token:{admin_id}")
 
     with _serve_registry(store, data_dir.session_secret()) as registry_url:
         _say(f"   serving the registry at {registry_url}")
@@ -182,9 +190,12 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
 
         _say("4. two gateways, each from its organisation's bundle: Leeds and the police ...")
         passphrase = secrets.token_urlsafe(24).encode("ascii")
+        # The administrator registers each gateway's public key files, and gives it a
+        # token, through the registry's API.
+        admin = RegistryAdmin(registry_url, admin_token)
         gateways = {
             org: start_gateway(home=home / "gateways" / org, org=org, broker_home=home,
-                               registry=store, passphrase=passphrase,
+                               registry=admin, passphrase=passphrase,
                                valid_from=now - timedelta(minutes=1), accounts=accounts,
                                case_units=tuple(u for u in UNITS if u.startswith(org + "/")))
             for org, accounts in ACCOUNTS.items()}
@@ -195,8 +206,8 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
         spare.parent.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(store.create_token("agency", "gateway kirklees-mbc",
-                                       actor="demo:setup")[1] + "\n")
+            f.write(admin.post("/tokens", {"role": "agency",
+                                           "label": "gateway kirklees-mbc"})["secret"] + "\n")
         _say(f"   registry version {store.directory().version}: unit keys registered")
 
         _say("5. starting the router ...")

@@ -1,9 +1,10 @@
 """Gateways run in this process, set up the way an organisation's IT team would.
 
 For the demo and the tests: from the broker host's files, make an
-organisation's bundle, ``init`` its gateway home, register the new public
-keys in the registry (an administrator's step), add accounts and case-system
-tokens, then serve the gateway over real HTTP with its courier running.
+organisation's bundle, ``init`` its gateway home, register the public key
+files it wrote (with their proofs of possession) through the registry's API
+as its administrator would, add accounts and case-system tokens, then serve
+the gateway over real HTTP with its courier running.
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ from typing import Any
 from agency.bundle import write_bundle
 from agency.gateway.api import token_digest
 from agency.gateway.app import create_app
-from agency.gateway.auth import make_account
+from agency.gateway.auth import make_account, make_manager_account
 from agency.gateway.home import GatewayHome, init_home
 from agency.gateway.runtime import open_gateway
 from agency.gateway.service import Courier, Gateway
 from infoshare.bundle_cli import make_bundle
-from keys import SigningKeyPair
-from registry.store import Store
+from keys import read_public_key_file
+from protocols.directory import format_time
+from protocols.model import amqp_user
 
-__all__ = ["AccountSpec", "RunningGateway", "start_gateway"]
+__all__ = ["AccountSpec", "RegistryAdmin", "RunningGateway", "start_gateway"]
 
 
 @dataclass(frozen=True)
@@ -80,36 +82,72 @@ class RunningGateway:
         self.gateway.close()
 
 
-def start_gateway(*, home: Path, org: str, broker_home: Path, registry: Store, passphrase: bytes,
-                  valid_from: datetime, accounts: tuple[AccountSpec, ...] = (),
-                  case_units: tuple[str, ...] = (), folder_units: tuple[str, ...] = (),
-                  port: int = 0, serve: bool = True, start: bool = True) -> RunningGateway:
+class RegistryAdmin:
+    """The registry's administrator, through the registry's API (an admin token)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/")
+        self._token = token
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a JSON body under ``/api/v1``; the JSON answer.
+
+        Raises:
+            RuntimeError: the registry refused, with its message.
+        """
+        req = urllib.request.Request(
+            f"{self.url}/api/v1{path}", data=json.dumps(body).encode("utf-8"), method="POST",
+            headers={"Authorization": f"Bearer {self._token}",
+                     "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                answer: dict[str, Any] = json.loads(r.read())
+                return answer
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"the registry refused POST {path}: HTTP {e.code} "
+                               f"{e.read(4096).decode('utf-8', 'replace')}") from e
+
+    def register_unit_keys(self, unit: str, public_dir: Path, valid_from: datetime) -> None:
+        """Register a unit's two keys from the public key files its gateway wrote."""
+        org, unit_id = unit.split("/")
+        files = {use: read_public_key_file(public_dir / f"{amqp_user(unit)}.{use}.pub")
+                 for use in ("signing", "encryption")}
+        self.post(f"/organisations/{org}/units/{unit_id}/keys",
+                  {**{use: f.to_json() for use, f in files.items()},
+                   "valid_from": format_time(valid_from)})
+
+    def register_manager(self, manager_id: str, org: str, key_file: Path,
+                         valid_from: datetime) -> None:
+        """Register a manager and their key from the public key file their gateway wrote."""
+        self.post("/managers", {"id": manager_id, "org": org, "title": "Team manager"})
+        self.post(f"/managers/{manager_id}/keys",
+                  {"signing": read_public_key_file(key_file).to_json(),
+                   "valid_from": format_time(valid_from)})
+
+
+def start_gateway(*, home: Path, org: str, broker_home: Path, registry: RegistryAdmin,
+                  passphrase: bytes, valid_from: datetime,
+                  accounts: tuple[AccountSpec, ...] = (), case_units: tuple[str, ...] = (),
+                  folder_units: tuple[str, ...] = (), port: int = 0, serve: bool = True,
+                  start: bool = True) -> RunningGateway:
     """Set up and start the gateway of ``org`` under ``home``; with ``start=False`` only
     set it up (for ``infoshare agency serve`` to run)."""
     bundle_path = home.parent / f"{org}.bundle.json"
     write_bundle(bundle_path, make_bundle(broker_home, org))
-    _id, token = registry.create_token("agency", f"gateway {org}", actor="admin:setup")
+    token = registry.post("/tokens", {"role": "agency", "label": f"gateway {org}"})["secret"]
     init_home(home, bundle_path, token, passphrase, folder_units=folder_units)
     gh = GatewayHome(home)
     for unit in sorted(gh.bundle().units):
-        keys = gh.unit_keys(unit, passphrase)
-        registry.register_key("unit", unit, "signing", keys.signing.public, valid_from,
-                              actor="admin:ig-officer")
-        registry.register_key("unit", unit, "encryption", keys.encryption[0].public,
-                              valid_from, actor="admin:ig-officer")
+        registry.register_unit_keys(unit, home / "public", valid_from)
     gateway, courier = open_gateway(home, passphrase, None)
     for spec in accounts:
         if spec.role == "manager":
             assert spec.manager_id and spec.manager_passphrase
-            key = SigningKeyPair.generate()
-            registry.register_manager(spec.manager_id, org, "Team manager",
-                                      actor="admin:ig-officer")
-            registry.register_key("manager", org, "signing", key.public, valid_from,
-                                  manager=spec.manager_id, actor="admin:ig-officer")
-            made = make_account(username=spec.username, unit=spec.unit, role="manager",
-                                password=spec.password, manager_id=spec.manager_id,
-                                manager_private=key.seed, manager_public=key.public,
-                                manager_passphrase=spec.manager_passphrase)
+            made, key_file = make_manager_account(
+                home / "public", username=spec.username, unit=spec.unit,
+                password=spec.password, manager_id=spec.manager_id,
+                manager_passphrase=spec.manager_passphrase)
+            registry.register_manager(spec.manager_id, org, key_file, valid_from)
         else:
             made = make_account(username=spec.username, unit=spec.unit, role=spec.role,
                                 password=spec.password)

@@ -8,12 +8,20 @@ its place: it maps a verified ID token to an account of the same name.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from agency.gateway.store import Account, GatewayStore
-from keys import hash_password, sealed_private_key_text, verify_password
+from keys import (
+    SigningKeyPair,
+    hash_password,
+    sealed_private_key_text,
+    sign_public_key_file,
+    verify_password,
+    write_public_key_file,
+)
 
-__all__ = ["Authenticator", "LocalAccounts", "make_account"]
+__all__ = ["Authenticator", "LocalAccounts", "make_account", "make_manager_account"]
 
 ROLES = ("practitioner", "manager")
 # Checked against when the name is unknown, so a wrong name takes as long as a wrong password.
@@ -53,3 +61,24 @@ def make_account(*, username: str, unit: str, role: str, password: str,
     return Account(username=username, unit=unit, role=role,
                    password_hash=hash_password(password), manager_id=manager_id,
                    manager_key=key_text, disabled=False)
+
+
+def make_manager_account(public_dir: Path, *, username: str, unit: str, password: str,
+                         manager_id: str, manager_passphrase: str) -> tuple[Account, Path]:
+    """A manager's account with a signing key made now and sealed with the manager's own
+    passphrase, and the key's public key file (``ORG.manager.ID.signing.pub``, with its
+    proof of possession) written to ``public_dir`` for the registry's administrator.
+
+    Raises:
+        KeysError: ``manager_id`` is not a name, or the file exists already.
+    """
+    org = unit.split("/")[0]
+    key = SigningKeyPair.generate()
+    key_file = sign_public_key_file("manager", org, "signing", key.public, key,
+                                    manager=manager_id)
+    path = public_dir / f"{org}.manager.{manager_id}.signing.pub"
+    write_public_key_file(path, key_file)
+    account = make_account(username=username, unit=unit, role="manager", password=password,
+                           manager_id=manager_id, manager_private=key.seed,
+                           manager_public=key.public, manager_passphrase=manager_passphrase)
+    return account, path

@@ -20,10 +20,10 @@ import click
 from agency.bundle import read_token
 from agency.errors import AgencyError
 from agency.gateway.api import token_digest
-from agency.gateway.auth import make_account
+from agency.gateway.auth import make_account, make_manager_account
 from agency.gateway.home import GatewayHome, init_home
 from agency.gateway.runtime import database_url, open_store, passphrase
-from keys import SigningKeyPair, key_id, write_public_key
+from keys import KeysError, read_public_key_file
 
 __all__ = ["agency"]
 
@@ -45,7 +45,7 @@ db_option = click.option("--database-url-file", type=click.Path(dir_okay=False,
 def _errors() -> Iterator[None]:
     try:
         yield
-    except AgencyError as e:
+    except (AgencyError, KeysError) as e:
         raise click.ClickException(str(e)) from e
     except OSError as e:
         raise click.ClickException(f"{e.filename or 'I/O'}: {e.strerror}") from e
@@ -132,12 +132,9 @@ def account_add(home: Path, database_url_file: Path | None, username: str, unit:
             if not manager_id or len(mp) < 10:
                 raise click.UsageError("a manager needs --manager-id and "
                                        "INFOSHARE_MANAGER_PASSPHRASE (at least 10 characters)")
-            key = SigningKeyPair.generate()
-            made = make_account(username=username, unit=unit, role=role, password=password,
-                                manager_id=manager_id, manager_private=key.seed,
-                                manager_public=key.public, manager_passphrase=mp)
-            pub_path = gh.path / "public" / f"manager.{manager_id}.signing.pub"
-            write_public_key(pub_path, key.public)
+            made, pub_path = make_manager_account(
+                gh.path / "public", username=username, unit=unit, password=password,
+                manager_id=manager_id, manager_passphrase=mp)
         else:
             made = make_account(username=username, unit=unit, role=role, password=password)
         store = open_store(home, passphrase(), database_url(database_url_file))
@@ -147,8 +144,8 @@ def account_add(home: Path, database_url_file: Path | None, username: str, unit:
             store.close()
     click.echo(f"account {username}: {role} of {unit}")
     if pub_path is not None:
-        click.echo(f"manager key {key_id(key.public)} (register it for {gh.org} as manager "
-                   f"{manager_id}): {pub_path}")
+        click.echo(f"manager key {read_public_key_file(pub_path).key_id} (register it for "
+                   f"{gh.org} as manager {manager_id}): {pub_path}")
 
 
 @agency.group("case-system")

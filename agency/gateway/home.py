@@ -36,8 +36,9 @@ from keys import (
     SecretKey,
     SigningKeyPair,
     read_private_key,
+    sign_public_key_file,
     write_private_key,
-    write_public_key,
+    write_public_key_file,
 )
 from protocols.model import amqp_user
 
@@ -207,26 +208,33 @@ def init_home(home: Path, bundle_file: Path, token: str, passphrase: bytes, *,
 
 
 def _unit_keys(home: Path, unit: str, passphrase: bytes, keys_dir: Path | None) -> list[Path]:
+    """The unit's two keys, copied from ``keys_dir`` or made here; for those made here, their
+    public key files (``keys/_public.py``), the encryption key's proof signed by the unit's
+    signing key."""
     user = amqp_user(unit)
     made = []
+    signer: SigningKeyPair | None = None
     for kind in ("signing", "encryption"):
         name = f"{user}.{kind}.key"
         target = home / "keys" / name
         if keys_dir is not None and (keys_dir / name).exists():
-            # Opened once to prove the passphrase fits, then copied as it is.
-            read_private_key(keys_dir / name, passphrase)
+            # Opened to prove the passphrase fits, then copied as it is.
+            found = read_private_key(keys_dir / name, passphrase)
+            if kind == "signing":
+                signer = found.signing_pair()
             shutil.copyfile(keys_dir / name, target)
             target.chmod(0o600)
             continue
         if kind == "signing":
-            s = SigningKeyPair.generate()
-            private, public = s.seed, s.public
+            signer = SigningKeyPair.generate()
+            private, public = signer.seed, signer.public
         else:
             e = EncryptionKeyPair.generate()
             private, public = e.secret, e.public
+        assert signer is not None
         write_private_key(target, kind=kind, owner=unit, private=private, public=public,
                           passphrase=passphrase)
         pub = home / "public" / f"{user}.{kind}.pub"
-        write_public_key(pub, public)
+        write_public_key_file(pub, sign_public_key_file("unit", unit, kind, public, signer))
         made.append(pub)
     return made

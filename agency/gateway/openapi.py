@@ -38,8 +38,15 @@ _ERRORS = {
 }
 
 
+def _ref(schema: Any) -> Any:
+    # A bare name would be looked up in marshmallow's registry of every schema class
+    # imported (the registry's has an "Error" too); a $ref names this document's own.
+    return {"$ref": f"#/components/schemas/{schema}"} if isinstance(schema, str) else schema
+
+
 def _json(schema: Any, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+    return {"description": description,
+            "content": {"application/json": {"schema": _ref(schema)}}}
 
 
 def _errors(*codes: str) -> dict[str, Any]:
@@ -53,7 +60,7 @@ def _op(summary: str, responses: dict[str, Any], *, body: Any = None, optional: 
                           "security": [{"bearerAuth": []}]}
     if body is not None:
         op["requestBody"] = {"required": not optional,
-                             "content": {"application/json": {"schema": body}}}
+                             "content": {"application/json": {"schema": _ref(body)}}}
         op["responses"].update(_errors("400", "413", "415", "422"))
     if params:
         op["parameters"] = params

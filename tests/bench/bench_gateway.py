@@ -36,7 +36,8 @@ from gateway_world import CSC, POLICE_INTEL, PROTOCOL, gateway_world  # noqa: E4
 from agency.client import AgencyClient  # noqa: E402
 from broker.node import NodeConfig, RabbitNode  # noqa: E402
 from broker.topology import Credentials, amqp_url_for  # noqa: E402
-from keys import EncryptionKeyPair, SigningKeyPair, parse_public_key_text  # noqa: E402
+from keys import new_keys, parse_public_key_text  # noqa: E402
+from protocols.directory import format_time  # noqa: E402
 from protocols.model import Consent, GroundId  # noqa: E402
 from registry.client import RegistryClient  # noqa: E402
 
@@ -52,9 +53,14 @@ def _pct(values: list[float], q: float) -> float:
 def bench_sdk(world: object, home: Path, clients: int, per: int) -> tuple[float, list[float]]:
     w = world  # type: ignore[assignment]
     now = datetime.now(UTC) - timedelta(minutes=1)
-    signing, enc = SigningKeyPair.generate(), EncryptionKeyPair.generate()
-    w.store.register_key("unit", BARE, "signing", signing.public, now, actor="bench")  # type: ignore[attr-defined]
-    w.store.register_key("unit", BARE, "encryption", enc.public, now, actor="bench")  # type: ignore[attr-defined]
+    made = new_keys("unit", BARE)
+    signing, enc = made.signing, made.encryption
+    assert enc is not None
+    version = w.admin.post("/organisations/bradford-mdc/units/front-door/keys", {  # type: ignore[attr-defined]
+        **{use: f.to_json() for use, f in made.files.items()},
+        "valid_from": format_time(now)})["version"]
+    while w.router_directory.version < version:  # type: ignore[attr-defined]
+        time.sleep(0.1)  # the router takes the new directory within its refresh interval
     creds = Credentials(home / "credentials.json")
     dep = (home / "deployment.json").read_text()
     import json

@@ -22,8 +22,9 @@ from broker.node import RabbitNode
 from broker.router import DirectoryHolder, Router
 from broker.topology import Credentials, ManagementAPI, amqp_url_for, provision
 from broker.transfer_log import TransferLog
-from infoshare.gateways import AccountSpec, RunningGateway, start_gateway
-from keys import NoteSigner, SigningKeyPair, write_public_key
+from infoshare.gateways import AccountSpec, RegistryAdmin, RunningGateway, start_gateway
+from keys import NoteSigner, new_keys, write_public_key
+from protocols.directory import format_time
 from protocols.model import Directory
 from registry.app import create_app
 from registry.client import RegistryClient
@@ -72,6 +73,11 @@ class HeldDirectory:
             self._last = self._fetch()
         return self._last
 
+    @property
+    def version(self) -> int:
+        """The version the router has (-1 before its first)."""
+        return -1 if self._last is None else self._last.version
+
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
         self.held = True
@@ -85,6 +91,7 @@ class HeldDirectory:
 class World:
     home: Path
     store: Store
+    admin: RegistryAdmin
     registry_url: str
     registry_key: bytes
     vhost: str
@@ -137,13 +144,19 @@ def gateway_world(node: RabbitNode, home: Path, vhost: str, *,
     store = Store(data_dir.database_url, signing_key=registry_signing)
     store.initialise(actor="test")
     store.load_protocol(WY.read_text(encoding="utf-8"), actor="test")
-    broker_key = SigningKeyPair.generate()
-    store.register_key("broker", "broker", "signing", broker_key.public, now, actor="test")
-    _, token = store.create_token("agency", "router", actor="test")
+    _, admin_token = store.create_token("admin", "information governance", actor="test")
     app = create_app({"REGISTRY_STORE": store, "SECRET_KEY": data_dir.session_secret()})
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     registry_url = f"http://127.0.0.1:{server.server_port}"
+    # From here on, everything goes through the registry's API as an administrator's
+    # would: public key files with their proofs of possession, tokens.
+    admin = RegistryAdmin(registry_url, admin_token)
+    broker = new_keys("broker", "broker")
+    broker_key = broker.signing
+    admin.post("/broker/keys", {"signing": broker.files["signing"].to_json(),
+                                "valid_from": format_time(now)})
+    token = admin.post("/tokens", {"role": "agency", "label": "router"})["secret"]
     management = ManagementAPI(node.management_url, "guest", "guest")
     management.delete(f"/api/vhosts/{vhost}")
     credentials = Credentials(home / "credentials.json")
@@ -156,7 +169,7 @@ def gateway_world(node: RabbitNode, home: Path, vhost: str, *,
                broker_key=str(home / "broker-key.pub"),
                credentials=str(home / "credentials.json"), agency_token=token).save(home)
     gateways = {org: start_gateway(home=home / "gateways" / org, org=org, broker_home=home,
-                                   registry=store, passphrase=PASSPHRASE, valid_from=now,
+                                   registry=admin, passphrase=PASSPHRASE, valid_from=now,
                                    accounts=ACCOUNTS[org], case_units=CASE_UNITS[org],
                                    serve=serve_gateways, start=org not in setup_only,
                                    folder_units=tuple(u for u in folder_units
@@ -173,8 +186,8 @@ def gateway_world(node: RabbitNode, home: Path, vhost: str, *,
     router_thread = threading.Thread(target=router.run, name="router", daemon=True)
     router_thread.start()
     assert router.ready.wait(30), "the router did not start"
-    world = World(home, store, registry_url, registry_signing.public, vhost, transfer_log,
-                  router, router_directory, gateways)
+    world = World(home, store, admin, registry_url, registry_signing.public, vhost,
+                  transfer_log, router, router_directory, gateways)
     try:
         yield world
     finally:

@@ -134,8 +134,8 @@ def test_a_directory_change_between_submission_and_decision(world: World) -> Non
     where the recipient is a unit of the same gateway, the broker's leaf replaces it."""
     with world.router_directory.hold():
         router_version = world.router_directory().version
-        world.store.register_manager("leeds-cc-mgr-09", "leeds-cc", "Team manager",
-                                     actor="admin:test")
+        world.admin.post("/managers", {"id": "leeds-cc-mgr-09", "org": "leeds-cc",
+                                       "title": "Team manager"})
         gateway_version = world.leeds.gateway.directory.get(fresh=True).version
         assert gateway_version > router_version
         _, across = world.leeds.call(CSC, "POST", "/messages", _intel("LCC-C-21"))

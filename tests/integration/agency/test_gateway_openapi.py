@@ -25,7 +25,8 @@ from agency.gateway.app import create_app
 from agency.gateway.home import UnitKeys
 from agency.gateway.service import DirectoryCache, Gateway
 from agency.gateway.store import GatewayStore
-from keys import EncryptionKeyPair, SecretKey, SigningKeyPair, public_key_text
+from keys import SecretKey, SigningKeyPair, new_keys, public_key_text
+from registry.changes import KeyOwner
 from registry.store import Store
 
 pytestmark = pytest.mark.integration
@@ -44,10 +45,10 @@ def token_and_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     registry.initialise(actor="test")
     registry.load_protocol(wy_text(), actor="test")
     since = datetime.now(UTC) - timedelta(minutes=1)
-    keys = UnitKeys(UNIT, SigningKeyPair.generate(), [EncryptionKeyPair.generate()])
-    registry.register_key("unit", UNIT, "signing", keys.signing.public, since, actor="test")
-    registry.register_key("unit", UNIT, "encryption", keys.encryption[0].public, since,
-                          actor="test")
+    made = new_keys("unit", UNIT)
+    assert made.encryption is not None
+    keys = UnitKeys(UNIT, made.signing, [made.encryption])
+    registry.register_keys(KeyOwner("unit", UNIT), made.files, since, actor="test")
     store = GatewayStore(f"sqlite:///{path / 'gateway.db'}", SecretKey.generate())
     key_text = public_key_text(SigningKeyPair.generate().public)
     bundle = Bundle(org="leeds-cc", units={UNIT: "unused"}, amqp_nodes=("amqp://127.0.0.1:1",),

@@ -12,8 +12,9 @@ from agency.bundle import Bundle
 from agency.gateway.home import UnitKeys
 from agency.gateway.service import DirectoryCache, Draft, Gateway, RegistryDown
 from agency.gateway.store import GatewayStore
-from keys import EncryptionKeyPair, SecretKey, SigningKeyPair, public_key_text
+from keys import SecretKey, SigningKeyPair, new_keys, public_key_text
 from protocols.model import Directory
+from registry.changes import KeyOwner
 from registry.store import Store
 
 pytestmark = pytest.mark.integration
@@ -65,13 +66,12 @@ def test_a_submission_while_the_registry_is_down_is_kept_and_checked_later(
     registry.initialise(actor="test")
     registry.load_protocol(wy_text(), actor="test")
     since = datetime.now(UTC) - timedelta(minutes=1)
-    keys = UnitKeys(UNIT, SigningKeyPair.generate(), [EncryptionKeyPair.generate()])
-    police = EncryptionKeyPair.generate()
-    for addr, signing, enc in ((UNIT, keys.signing.public, keys.encryption[0].public),
-                               ("wy-police/intelligence-bureau",
-                                SigningKeyPair.generate().public, police.public)):
-        registry.register_key("unit", addr, "signing", signing, since, actor="test")
-        registry.register_key("unit", addr, "encryption", enc, since, actor="test")
+    made = {addr: new_keys("unit", addr) for addr in (UNIT, "wy-police/intelligence-bureau")}
+    for addr, new in made.items():
+        registry.register_keys(KeyOwner("unit", addr), new.files, since, actor="test")
+    ours = made[UNIT]
+    assert ours.encryption is not None
+    keys = UnitKeys(UNIT, ours.signing, [ours.encryption])
     up = {"yes": False}
 
     def fetch() -> Directory:

@@ -554,14 +554,14 @@ def test_cli_export_fetches_directories_from_the_registry(built: Built,
         key_pub.write_text(public_key_text(built.w.registry.public) + "\n")
         key_file = tmp_path / "broker.signing.key"
         write_private_key(key_file, kind="signing", owner="broker", private=LOG_KEY.seed,
-                          public=LOG_KEY.public, passphrase=b"pass")
+                          public=LOG_KEY.public, passphrase=b"a passphrase for tests")
         db = str(built.log._engine.url.database)
         runner = CliRunner()
         args = ["audit", "export", str(tmp_path / "x"), "--log", db, "--registry", registry,
                 "--registry-key", str(key_pub)]
         done = runner.invoke(infoshare_main, [*args, "--token", _Registry.token, "--key-file",
                                               str(key_file), "--origin", ORIGIN],
-                             env={"INFOSHARE_PASSPHRASE": "pass"})
+                             env={"INFOSHARE_PASSPHRASE": "a passphrase for tests"})
         assert done.exit_code == 0, done.output
         assert verify(tmp_path / "x", log_key=SIGNER.verifier).ok
         refused = runner.invoke(infoshare_main, [*args, "--token", "wrong", "--log-key",
