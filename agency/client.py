@@ -363,12 +363,13 @@ class StateStore:
                         receipt.protocol, receipt.purpose, receipt.in_reply_to,
                         format_time(at)))
 
-    def record_sent(self, env: ParsedEnvelope, at: datetime) -> None:
-        h = env.header
+    def record_sent(self, envs: Sequence[ParsedEnvelope], at: datetime) -> None:
+        """Record envelopes as sent, in one transaction."""
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (h.message_id, env.header_sha256, h.kind, h.recipient, h.protocol,
-                        h.purpose, h.in_reply_to, format_time(at)))
+            db.executemany("INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(env.header.message_id, env.header_sha256, env.header.kind,
+                             env.header.recipient, env.header.protocol, env.header.purpose,
+                             env.header.in_reply_to, format_time(at)) for env in envs])
 
     def sent(self, message_id: str) -> tuple[str, str] | None:
         """(kind, header_sha256) of a message this unit sent."""
@@ -715,9 +716,40 @@ class AgencyClient:
             StateError: the state store cannot be written.
         """
         self._publish(body, env.header.message_id)
-        self.store.record_sent(env, utcnow())
+        self.store.record_sent([env], utcnow())
         log.info("sent message_id=%s kind=%s", env.header.message_id, env.header.kind)
         return SentMessage(env.header.message_id, env.header_sha256)
+
+    def publish_many(self, envelopes: Sequence[tuple[bytes, ParsedEnvelope]]
+                     ) -> list[SentMessage | LocalRefusal | PublishFailed | ConnectionFailed]:
+        """Publish envelopes made by :meth:`prepare`, in order, and record those published
+        as sent in one commit.
+
+        Returns an outcome for each envelope attempted: a :class:`SentMessage`, or the
+        error that stopped it. A ``LocalRefusal`` (``too_large``) skips one envelope;
+        a failure to publish ends the list there, the rest not attempted.
+
+        Raises:
+            StateError: the state store cannot be written.
+        """
+        outcomes: list[SentMessage | LocalRefusal | PublishFailed | ConnectionFailed] = []
+        sent: list[ParsedEnvelope] = []
+        for body, env in envelopes:
+            try:
+                self._publish(body, env.header.message_id)
+            except LocalRefusal as e:
+                outcomes.append(e)
+                continue
+            except (PublishFailed, ConnectionFailed) as e:
+                outcomes.append(e)
+                break
+            sent.append(env)
+            outcomes.append(SentMessage(env.header.message_id, env.header_sha256))
+        if sent:
+            self.store.record_sent(sent, utcnow())
+            for env in sent:
+                log.info("sent message_id=%s kind=%s", env.header.message_id, env.header.kind)
+        return outcomes
 
     def prepare(self, *, kind: Kind, protocol: str, purpose: str, recipient: str,
                 record: Mapping[str, object], reasons: str, consent: Consent | None,

@@ -201,13 +201,17 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
             for org, accounts in ACCOUNTS.items()}
         for gw in gateways.values():
             _say(f"   {gw.org}: {gw.url} ({len(gw.tokens)} case systems)")
-        # An agency token for a third gateway, to follow docs/gateway.md on this machine.
-        spare = home / "tokens" / "kirklees-mbc-gateway.token"
-        spare.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(admin.post("/tokens", {"role": "agency",
-                                           "label": "gateway kirklees-mbc"})["secret"] + "\n")
+        # To follow docs/gateway.md on this machine: an agency token for a third gateway,
+        # and the administrator's token, to register its keys through the API.
+        (home / "tokens").mkdir(mode=0o700, exist_ok=True)
+        for name, secret in (
+                ("kirklees-mbc-gateway.token",
+                 admin.post("/tokens", {"role": "agency",
+                                        "label": "gateway kirklees-mbc"})["secret"]),
+                ("admin.token", admin_token)):
+            fd = os.open(home / "tokens" / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(secret + "\n")
         _say(f"   registry version {store.directory().version}: unit keys registered")
 
         _say("5. starting the router ...")

@@ -28,7 +28,6 @@ from agency.gateway.home import GatewayHome, init_home
 from agency.gateway.runtime import open_gateway
 from agency.gateway.service import Courier, Gateway
 from infoshare.bundle_cli import make_bundle
-from keys import read_public_key_file
 from protocols.directory import format_time
 from protocols.model import amqp_user
 
@@ -108,21 +107,23 @@ class RegistryAdmin:
                                f"{e.read(4096).decode('utf-8', 'replace')}") from e
 
     def register_unit_keys(self, unit: str, public_dir: Path, valid_from: datetime) -> None:
-        """Register a unit's two keys from the public key files its gateway wrote."""
+        """Register a unit's two keys with the request body its gateway wrote beside their
+        public key files."""
         org, unit_id = unit.split("/")
-        files = {use: read_public_key_file(public_dir / f"{amqp_user(unit)}.{use}.pub")
-                 for use in ("signing", "encryption")}
         self.post(f"/organisations/{org}/units/{unit_id}/keys",
-                  {**{use: f.to_json() for use, f in files.items()},
-                   "valid_from": format_time(valid_from)})
+                  self._body(public_dir / f"{amqp_user(unit)}.keys.json", valid_from))
 
-    def register_manager(self, manager_id: str, org: str, key_file: Path,
+    def register_manager(self, manager_id: str, org: str, public_dir: Path,
                          valid_from: datetime) -> None:
-        """Register a manager and their key from the public key file their gateway wrote."""
+        """Register a manager, then their key with the body their gateway wrote."""
         self.post("/managers", {"id": manager_id, "org": org, "title": "Team manager"})
-        self.post(f"/managers/{manager_id}/keys",
-                  {"signing": read_public_key_file(key_file).to_json(),
-                   "valid_from": format_time(valid_from)})
+        self.post(f"/managers/{manager_id}/keys", self._body(
+            public_dir / f"{org}.manager.{manager_id}.keys.json", valid_from))
+
+    @staticmethod
+    def _body(path: Path, valid_from: datetime) -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(path.read_text(encoding="ascii"))
+        return {**body, "valid_from": format_time(valid_from)}
 
 
 def start_gateway(*, home: Path, org: str, broker_home: Path, registry: RegistryAdmin,
@@ -143,11 +144,11 @@ def start_gateway(*, home: Path, org: str, broker_home: Path, registry: Registry
     for spec in accounts:
         if spec.role == "manager":
             assert spec.manager_id and spec.manager_passphrase
-            made, key_file = make_manager_account(
+            made, _ = make_manager_account(
                 home / "public", username=spec.username, unit=spec.unit,
                 password=spec.password, manager_id=spec.manager_id,
                 manager_passphrase=spec.manager_passphrase)
-            registry.register_manager(spec.manager_id, org, key_file, valid_from)
+            registry.register_manager(spec.manager_id, org, home / "public", valid_from)
         else:
             made = make_account(username=spec.username, unit=spec.unit, role=spec.role,
                                 password=spec.password)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from agency.gateway.home import write_registration
 from agency.gateway.store import Account, GatewayStore
 from keys import (
     SigningKeyPair,
@@ -67,7 +68,8 @@ def make_manager_account(public_dir: Path, *, username: str, unit: str, password
                          manager_id: str, manager_passphrase: str) -> tuple[Account, Path]:
     """A manager's account with a signing key made now and sealed with the manager's own
     passphrase, and the key's public key file (``ORG.manager.ID.signing.pub``, with its
-    proof of possession) written to ``public_dir`` for the registry's administrator.
+    proof of possession) and its registration request body (``ORG.manager.ID.keys.json``)
+    written to ``public_dir`` for the registry's administrator.
 
     Raises:
         KeysError: ``manager_id`` is not a name, or the file exists already.
@@ -78,6 +80,8 @@ def make_manager_account(public_dir: Path, *, username: str, unit: str, password
                                     manager=manager_id)
     path = public_dir / f"{org}.manager.{manager_id}.signing.pub"
     write_public_key_file(path, key_file)
+    write_registration(public_dir / f"{org}.manager.{manager_id}.keys.json",
+                       {"signing": key_file})
     account = make_account(username=username, unit=unit, role="manager", password=password,
                            manager_id=manager_id, manager_private=key.seed,
                            manager_public=key.public, manager_passphrase=manager_passphrase)

@@ -78,7 +78,7 @@ def init(home: Path, bundle_file: Path, token_file: Path | None, keys_dir: Path 
         open_store(home, passphrase(), database_url(None)).close()
     click.echo(f"gateway for {gh.org} in {home}")
     for path in made:
-        click.echo(f"new public key (register it in the registry): {path}")
+        click.echo(f"new keys (the registry's administrator registers them): {path}")
 
 
 @agency.command("serve")

@@ -33,6 +33,7 @@ from agency.gateway.errors import SetupError
 from keys import (
     EncryptionKeyPair,
     KeysError,
+    PublicKeyFile,
     SecretKey,
     SigningKeyPair,
     read_private_key,
@@ -154,8 +155,9 @@ class GatewayHome:
 
 def init_home(home: Path, bundle_file: Path, token: str, passphrase: bytes, *,
               keys_dir: Path | None = None, folder_units: tuple[str, ...] = ()) -> list[Path]:
-    """Make a gateway's home from its organisation's bundle; returns the public key files
-    written for keys made here (to be registered by the registry's administrator).
+    """Make a gateway's home from its organisation's bundle; returns, for each unit whose
+    keys were made here, the registration request body written beside their public key
+    files (``HOME/public/ORG.UNIT.keys.json``), for the registry's administrator.
 
     Unit keys found in ``keys_dir`` (``ORG.UNIT.signing.key`` ...) are copied;
     the others are generated, sealed with ``passphrase``.
@@ -212,7 +214,8 @@ def _unit_keys(home: Path, unit: str, passphrase: bytes, keys_dir: Path | None) 
     public key files (``keys/_public.py``), the encryption key's proof signed by the unit's
     signing key."""
     user = amqp_user(unit)
-    made = []
+    made: list[Path] = []
+    files: dict[str, PublicKeyFile] = {}
     signer: SigningKeyPair | None = None
     for kind in ("signing", "encryption"):
         name = f"{user}.{kind}.key"
@@ -234,7 +237,17 @@ def _unit_keys(home: Path, unit: str, passphrase: bytes, keys_dir: Path | None) 
         assert signer is not None
         write_private_key(target, kind=kind, owner=unit, private=private, public=public,
                           passphrase=passphrase)
-        pub = home / "public" / f"{user}.{kind}.pub"
-        write_public_key_file(pub, sign_public_key_file("unit", unit, kind, public, signer))
-        made.append(pub)
+        key_file = sign_public_key_file("unit", unit, kind, public, signer)
+        write_public_key_file(home / "public" / f"{user}.{kind}.pub", key_file)
+        files[kind] = key_file
+    if files:
+        made.append(write_registration(home / "public" / f"{user}.keys.json", files))
     return made
+
+
+def write_registration(path: Path, files: dict[str, PublicKeyFile]) -> Path:
+    """Write the body of the registry's key registration request for public key files
+    (``{"signing": FILE, "encryption": FILE}``), which the administrator sends as it is."""
+    path.write_text(json.dumps({use: f.to_json() for use, f in files.items()}, indent=2)
+                    + "\n", encoding="ascii")
+    return path

@@ -22,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -34,7 +35,7 @@ from sqlalchemy import Connection
 
 from agency import directory_cache
 from agency.bundle import Bundle
-from agency.client import AgencyClient, LogPosition, RecordSink
+from agency.client import AgencyClient, LogPosition, RecordSink, SentMessage
 from agency.errors import (
     ClientError,
     ConnectionFailed,
@@ -611,28 +612,41 @@ class Gateway:
         self.store.set_leaf(message_id, leaf, "broker")
 
     def publish_pending(self) -> int:
-        """Publish what is queued (checking first what was stored unchecked).
+        """Publish what is queued (checking first what was stored unchecked), unit by unit,
+        each unit's batch recorded as sent in one commit of the SDK's and one of the store.
 
         Returns how many were published; stops at the first connection failure.
         """
+        batches: dict[str, list[tuple[bytes, ParsedEnvelope]]] = {}
+        for m in self.store.pending(limit=200):
+            body = m.body if m.body is not None else self._check_late(m)
+            if body is not None:
+                batches.setdefault(m.unit, []).append((body, parse_envelope(body)))
         published = 0
-        for mid in self.store.pending_ids():
-            m = self.store.message(mid, "out")
-            if m is None or m.status != "queued":
-                continue
-            body = m.body
-            if body is None:
-                body = self._check_late(m)
-                if body is None:
-                    continue
-            try:
-                self.client(m.unit).publish(body, parse_envelope(body))
-            except (ConnectionFailed, PublishFailed) as e:
-                log.warning("publish message_id=%s failed (%s); kept queued", mid, e.code)
+        for unit, batch in batches.items():
+            outcomes = self.client(unit).publish_many(batch)
+            sent = [o.message_id for o in outcomes if isinstance(o, SentMessage)]
+            refused = [(env.header.message_id, o.reason)
+                       for (_, env), o in zip(batch, outcomes, strict=False)
+                       if isinstance(o, LocalRefusal)]
+            self.store.write(functools.partial(self._published, sent=sent, refused=refused))
+            published += len(sent)
+            failed = [o for o in outcomes if isinstance(o, ConnectionFailed | PublishFailed)]
+            if failed:
+                log.warning("publishing for %s failed (%s); %d kept queued", unit,
+                            failed[0].code, len(batch) - len(outcomes) + 1)
                 break
-            self.store.update_message(mid, "out", expect=["queued"], status="submitted")
-            published += 1
         return published
+
+    def _published(self, conn: Connection, *, sent: Sequence[str],
+                   refused: Sequence[tuple[str, str]]) -> None:
+        for mid in sent:
+            self.store.update_message(mid, "out", expect=["queued"], status="submitted",
+                                      conn=conn)
+        for mid, reason in refused:
+            # A body over the wire limit, which RabbitMQ would refuse (wire spec 2).
+            self.store.update_message(mid, "out", expect=["queued"], status="refused",
+                                      reason=reason, conn=conn)
 
     def _check_late(self, m: Message) -> bytes | None:
         """A submission stored while the registry was down: decide it now."""

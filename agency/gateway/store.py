@@ -356,6 +356,13 @@ class GatewayStore:
              .limit(limit))
         return [r.message_id for r in self._rows(q)]
 
+    def pending(self, limit: int = 200) -> list[Message]:
+        """Outgoing messages waiting to be published, oldest first."""
+        q = (select(messages).where(messages.c.direction == "out")
+             .where(messages.c.status == "queued").order_by(messages.c.created_at)
+             .limit(limit))
+        return [self._message(r) for r in self._rows(q)]
+
     def update_message(self, message_id: str, direction: str, *,
                        expect: Sequence[str] | None = None,
                        content: Mapping[str, Any] | None = None,
