@@ -40,9 +40,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import secrets
 import sqlite3
 import ssl
 import threading
@@ -67,6 +65,7 @@ from agency.errors import (
     PublishFailed,
     StateError,
 )
+from agency.files import write_atomic
 from keys import EncryptionKeyPair, SigningKeyPair
 from protocols.amqp import SUBMIT, inbox_name
 from protocols.directory import format_time, parse_time
@@ -423,26 +422,6 @@ class _LocalLog:
 
 
 # --- files -----------------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``path`` so that it holds all of ``data`` or is absent, mode 0600 throughout."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _header_doc(env: ParsedEnvelope, seq: int | None) -> dict[str, object]:
@@ -1067,7 +1046,7 @@ class AgencyClient:
                 path = self._sink(body, env, payload, LogPosition.of(props))
             else:
                 assert path is not None
-                _write_atomic(path, _record_bytes(env, payload, seq))
+                write_atomic(path, _record_bytes(env, payload, seq))
         except OSError as e:
             raise StateError(f"{path}: cannot write the record ({e.strerror})") from e
         if self._deferred and h.kind != "receipt":

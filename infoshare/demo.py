@@ -296,17 +296,12 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
         return 0 if ok else 1
 
 
-def _wait_status(gw: RunningGateway, unit: str, message_id: str, want: tuple[str, ...],
-                 timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, doc = gw.call(unit, "GET", f"/messages/{message_id}")
-        if status == 200 and doc["status"] in want:
-            return dict(doc)
-        if time.monotonic() > deadline:
-            raise click.ClickException(f"{message_id} still {doc.get('status')} after "
-                                       f"{timeout:.0f}s")
-        time.sleep(0.1)
+def _wait_status(gw: RunningGateway, unit: str, message_id: str,
+                 want: tuple[str, ...]) -> dict[str, Any]:
+    try:
+        return gw.wait_status(unit, message_id, want)
+    except TimeoutError as e:
+        raise click.ClickException(str(e)) from e
 
 
 def _wait_inbox(gw: RunningGateway, unit: str, message_id: str, timeout: float = 30.0) -> None:

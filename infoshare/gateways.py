@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -68,6 +69,23 @@ class RunningGateway:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
+
+    def wait_status(self, unit: str, message_id: str, want: tuple[str, ...],
+                    timeout: float = 30.0) -> dict[str, Any]:
+        """The status of a sent message once it is one of ``want``.
+
+        Raises:
+            TimeoutError: it was not, ``timeout`` seconds on.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            status, doc = self.call(unit, "GET", f"/messages/{message_id}")
+            if status == 200 and doc["status"] in want:
+                return dict(doc)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{message_id} still {doc.get('status')} after "
+                                   f"{timeout:.0f}s")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self._stopped:
@@ -133,6 +151,7 @@ def start_gateway(*, home: Path, org: str, broker_home: Path, registry: Registry
                   start: bool = True) -> RunningGateway:
     """Set up and start the gateway of ``org`` under ``home``; with ``start=False`` only
     set it up (for ``infoshare agency serve`` to run)."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per HTTP request
     bundle_path = home.parent / f"{org}.bundle.json"
     write_bundle(bundle_path, make_bundle(broker_home, org))
     token = registry.post("/tokens", {"role": "agency", "label": f"gateway {org}"})["secret"]
@@ -167,7 +186,6 @@ def start_gateway(*, home: Path, org: str, broker_home: Path, registry: Registry
     if serve:
         from werkzeug.serving import make_server
 
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         app = create_app(gateway, gh.session_secret())
         server = make_server("127.0.0.1", port, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, name=f"gateway-{org}",

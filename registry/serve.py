@@ -20,7 +20,9 @@ from gunicorn.app.base import BaseApplication
 from registry.datadir import DataDir
 
 
-class RegistryServer(BaseApplication):  # type: ignore[misc]
+class FactoryApplication(BaseApplication):  # type: ignore[misc]
+    """gunicorn serving the WSGI app that ``app_factory`` builds in each worker."""
+
     def __init__(self, app_factory: Callable[[], Any], options: dict[str, Any]) -> None:
         self._factory = app_factory
         self._options = options
@@ -63,7 +65,7 @@ def serve(data_dir: DataDir, *, host: str, port: int, workers: int, threads: int
     # Build once up front so a wrong passphrase or a missing directory fails
     # here with a message, not in every worker.
     factory()
-    RegistryServer(factory, {
+    FactoryApplication(factory, {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers, "threads": threads,
         "worker_class": "gthread", "accesslog": None, "errorlog": "-",

@@ -28,13 +28,13 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import uuid
 from pathlib import Path
 from typing import Any
 
 from marshmallow import ValidationError
 
+from agency.files import fsync_dir, write_atomic
 from agency.gateway.errors import GatewayError, Invalid, Refused
 from agency.gateway.schemas import SubmissionSchema
 from agency.gateway.service import Draft, Gateway, describe
@@ -43,28 +43,6 @@ __all__ = ["FolderIntegration"]
 
 log = logging.getLogger("infoshare.gateway.folder")
 FINAL = ("routed", "refused", "receipted", "returned")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FolderIntegration:
@@ -126,14 +104,14 @@ class FolderIntegration:
               status: dict[str, Any]) -> None:
         src = root / "outbox" / name
         dst = root / outcome / name
-        _write_atomic(root / outcome / f"{Path(name).stem}.status.json",
+        write_atomic(root / outcome / f"{Path(name).stem}.status.json",
                       (json.dumps({**status, "file_sha256": digest}, indent=2) + "\n")
                       .encode())
         with contextlib.suppress(FileNotFoundError):
             if src.exists() and hashlib.sha256(src.read_bytes()).hexdigest() == digest:
                 os.replace(src, dst)
-        _fsync_dir(root / "outbox")
-        _fsync_dir(root / outcome)
+        fsync_dir(root / "outbox")
+        fsync_dir(root / outcome)
 
     def _finish_pending(self) -> None:
         for unit, name, digest, mid, outcome in self.gateway.store.folder_pending():
@@ -162,13 +140,13 @@ class FolderIntegration:
             new = {**describe(m), "file_sha256": doc.get("file_sha256")}
             if m.status == "refused":
                 name = status_file.name.removesuffix(".status.json") + ".json"
-                _write_atomic(root / "failed" / status_file.name,
+                write_atomic(root / "failed" / status_file.name,
                               (json.dumps(new, indent=2) + "\n").encode())
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(root / "sent" / name, root / "failed" / name)
                 status_file.unlink()
             else:
-                _write_atomic(status_file, (json.dumps(new, indent=2) + "\n").encode())
+                write_atomic(status_file, (json.dumps(new, indent=2) + "\n").encode())
 
     def _deliver(self, unit: str, root: Path) -> None:
         for m in self.gateway.inbox(unit, only_new=True):
@@ -178,9 +156,9 @@ class FolderIntegration:
                    "in_reply_to": m.in_reply_to, "record": c.get("record"),
                    "reasons": c.get("reasons"), "consent": c.get("consent"),
                    "ground": c.get("ground"), "subject_informed": c.get("subject_informed")}
-            _write_atomic(root / "inbox" / f"{m.message_id}.json",
+            write_atomic(root / "inbox" / f"{m.message_id}.json",
                           (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode())
-            _fsync_dir(root / "inbox")
+            fsync_dir(root / "inbox")
             try:
                 self.gateway.fetch(unit, m.message_id)
             except GatewayError as e:

@@ -7,26 +7,10 @@ twice by two processes. Threads serve requests concurrently.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
-
-
-class GatewayServer(BaseApplication):  # type: ignore[misc]
-    def __init__(self, app_factory: Callable[[], Any], options: dict[str, Any]) -> None:
-        self._factory = app_factory
-        self._options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self._options.items():
-            if key in self.cfg.settings and value is not None:
-                self.cfg.set(key.lower(), value)
-
-    def load(self) -> Any:
-        return self._factory()
+from registry.serve import FactoryApplication
 
 
 def serve(home: Path, secret: bytes, url: str | None, *, host: str, port: int, threads: int,
@@ -52,7 +36,7 @@ def serve(home: Path, secret: bytes, url: str | None, *, host: str, port: int, t
         for c in couriers:
             c.stop()
 
-    GatewayServer(factory, {
+    FactoryApplication(factory, {
         "bind": f"{host}:{port}", "workers": 1, "threads": threads,
         "worker_class": "gthread", "accesslog": None, "errorlog": "-",
         "proc_name": "infoshare-gateway", "timeout": 60, "graceful_timeout": 10,

@@ -110,14 +110,7 @@ class World:
 
     def wait_status(self, gw: RunningGateway, unit: str, message_id: str,
                     want: tuple[str, ...], timeout: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            status, doc = gw.call(unit, "GET", f"/messages/{message_id}")
-            if status == 200 and doc["status"] in want:
-                return dict(doc)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{message_id} is {doc.get('status')}, not {want}")
-            time.sleep(0.05)
+        return gw.wait_status(unit, message_id, want, timeout)
 
     def wait_leaf(self, gw: RunningGateway, unit: str, message_id: str, source: str,
                   timeout: float = 30.0) -> dict[str, Any]:
