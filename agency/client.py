@@ -103,6 +103,9 @@ log = logging.getLogger("infoshare.client")
 
 #: Messages taken from the inbox before they are acknowledged together.
 PREFETCH = 32
+#: A round ends once the inbox has been quiet this long after a delivery, so what it
+#: took is acked and handed on (the notices to the sink) without waiting for more.
+ROUND_QUIET = 0.02
 PUBLISH_ATTEMPTS = 6
 CONNECT_ATTEMPTS = 6
 BACKOFF_FIRST = 0.25
@@ -940,13 +943,15 @@ class AgencyClient:
     def _receive_round(self, out_dir: Path, directory: _DirectoryCache,
                        results: list[Received], remaining: int | None,
                        idle_timeout: float) -> tuple[int, bool]:
-        """Consume up to ``prefetch`` deliveries, ack them together, then send receipts.
+        """Consume up to ``prefetch`` deliveries (fewer if the inbox goes quiet), ack them
+        together, then send receipts.
 
         The round's notices are stored together (and handed to the notice sink)
-        before the ack. The prefetch is never more than the deliveries still wanted, and the
-        consumer is cancelled before anything is acked, so stopping early never
-        hands a message back (each hand-back counts towards the queue's
-        delivery limit). Returns (deliveries handled, whether the inbox went idle).
+        before the ack. The prefetch is never more than the deliveries still
+        wanted, and the consumer is cancelled before anything is acked, so
+        stopping early never hands a message back (each hand-back counts towards
+        the queue's delivery limit). Returns (deliveries handled, whether the
+        inbox went idle).
         """
         prefetch = PREFETCH if remaining is None else min(PREFETCH, remaining)
         ch = self._connection().channel()
@@ -956,11 +961,18 @@ class AgencyClient:
             count = 0
             idle = False
             notices: list[Notice] = []
+            quiet = 0.0
+            tick = min(idle_timeout, ROUND_QUIET)
             for method, props, body in ch.consume(inbox_name(self.unit),
-                                                  inactivity_timeout=idle_timeout):
+                                                  inactivity_timeout=tick):
                 if method is None or props is None or body is None:
-                    idle = True
-                    break
+                    if count:
+                        break  # quiet after deliveries: end the round, ack, tell the sink
+                    quiet += tick
+                    if quiet >= idle_timeout:
+                        idle = True
+                        break
+                    continue
                 result = self._handle(out_dir, directory, props, body, notices)
                 if result is not None:
                     results.append(result)
