@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import pika
 import pika.exceptions
@@ -96,8 +96,8 @@ from protocols.model import (
 from protocols.policy import LoggedMessage, decide
 from protocols.reasons import Reason
 
-__all__ = ["AgencyClient", "LogPosition", "NoticeSink", "ReceiveStatus", "Received", "RecordSink",
-           "SentMessage", "StateStore"]
+__all__ = ["AgencyClient", "LogPosition", "NoticeSink", "PublishOutcome", "ReceiveStatus",
+           "Received", "RecordSink", "SentMessage", "StateStore"]
 
 log = logging.getLogger("infoshare.client")
 
@@ -464,6 +464,9 @@ class LogPosition:
                    leaf if isinstance(leaf, str) and _LEAF.fullmatch(leaf) else None)
 
 
+#: What became of one envelope given to :meth:`AgencyClient.publish_many`.
+PublishOutcome: TypeAlias = SentMessage | LocalRefusal | PublishFailed | ConnectionFailed
+
 #: Takes an opened record (AMQP body, envelope, payload, log position) and keeps it;
 #: returns its path, if any.
 RecordSink = Callable[[bytes, ParsedEnvelope, Payload, LogPosition], "Path | None"]
@@ -703,7 +706,7 @@ class AgencyClient:
         return SentMessage(env.header.message_id, env.header_sha256)
 
     def publish_many(self, envelopes: Sequence[tuple[bytes, ParsedEnvelope]]
-                     ) -> list[SentMessage | LocalRefusal | PublishFailed | ConnectionFailed]:
+                     ) -> list[PublishOutcome]:
         """Publish envelopes made by :meth:`prepare`, in order, and record those published
         as sent in one commit.
 
@@ -714,7 +717,7 @@ class AgencyClient:
         Raises:
             StateError: the state store cannot be written.
         """
-        outcomes: list[SentMessage | LocalRefusal | PublishFailed | ConnectionFailed] = []
+        outcomes: list[PublishOutcome] = []
         sent: list[ParsedEnvelope] = []
         for body, env in envelopes:
             try:

@@ -25,9 +25,10 @@ from agency.bundle import write_bundle
 from agency.gateway.api import token_digest
 from agency.gateway.app import create_app
 from agency.gateway.auth import make_account, make_manager_account
+from agency.gateway.courier import Courier
 from agency.gateway.home import GatewayHome, init_home
 from agency.gateway.runtime import open_gateway
-from agency.gateway.service import Courier, Gateway
+from agency.gateway.service import Gateway
 from infoshare.bundle_cli import make_bundle
 from protocols.directory import format_time
 from protocols.model import amqp_user

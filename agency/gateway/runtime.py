@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from agency.gateway.courier import Courier
 from agency.gateway.errors import SetupError
 from agency.gateway.folder import FolderIntegration
 from agency.gateway.home import GatewayHome
-from agency.gateway.service import Courier, DirectoryCache, Gateway
+from agency.gateway.service import DirectoryCache, Gateway
 from agency.gateway.store import GatewayStore
 from registry.client import RegistryClient
 

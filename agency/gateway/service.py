@@ -27,7 +27,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from sqlalchemy import Connection
 
 from agency import directory_cache
 from agency.bundle import Bundle
-from agency.client import AgencyClient, LogPosition, RecordSink, SentMessage
+from agency.client import AgencyClient, LogPosition, PublishOutcome, RecordSink, SentMessage
 from agency.errors import (
     ClientError,
     ConnectionFailed,
@@ -64,7 +64,8 @@ from protocols.envelope import Notice, ParsedEnvelope, Payload, parse_envelope
 from protocols.errors import ProtocolsError
 from protocols.model import Consent, Directory, GroundId, amqp_user
 
-__all__ = ["DirectoryCache", "Draft", "Gateway", "Outcome", "RegistryDown"]
+__all__ = ["DirectoryCache", "Draft", "Gateway", "Outcome", "PublishMany", "RegistryDown",
+           "describe"]
 
 log = logging.getLogger("infoshare.gateway")
 
@@ -81,6 +82,11 @@ STATUS_WORDS = {
     "opened": "opened; receipt sent",
 }
 SENDABLE = ("referral", "request", "response", "declined")
+
+
+#: Publishes a unit's envelopes; the outcome of each attempted, by message id.
+PublishMany = Callable[[AgencyClient, Sequence[tuple[bytes, ParsedEnvelope]]],
+                       Mapping[str, PublishOutcome]]
 
 
 class RegistryDown(GatewayError):
@@ -611,11 +617,14 @@ class Gateway:
                         "registry_version=%s", message_id, m.registry_version)
         self.store.set_leaf(message_id, leaf, "broker")
 
-    def publish_pending(self) -> int:
-        """Publish what is queued (checking first what was stored unchecked), unit by unit,
-        each unit's batch recorded as sent in one commit of the SDK's and one of the store.
+    def publish_pending(self, publish: PublishMany | None = None) -> int:
+        """Publish what is queued (checking first what was stored unchecked), unit by unit;
+        each unit's batch is recorded as submitted in one commit of the store.
 
-        Returns how many were published; stops at the first connection failure.
+        ``publish(client, envelopes)`` publishes a batch (by default
+        ``client.publish_many``, in this thread; the courier spreads it over
+        several connections). Returns how many were published; stops after a
+        unit whose publishing failed, the rest kept queued.
         """
         batches: dict[str, list[tuple[bytes, ParsedEnvelope]]] = {}
         for m in self.store.pending(limit=200):
@@ -624,25 +633,26 @@ class Gateway:
                 batches.setdefault(m.unit, []).append((body, parse_envelope(body)))
         published = 0
         for unit, batch in batches.items():
-            outcomes = self.client(unit).publish_many(batch)
-            sent = [o.message_id for o in outcomes if isinstance(o, SentMessage)]
-            refused = [(env.header.message_id, o.reason)
-                       for (_, env), o in zip(batch, outcomes, strict=False)
+            client = self.client(unit)
+            outcomes = (publish(client, batch) if publish is not None
+                        else dict(zip((env.header.message_id for _, env in batch),
+                                      client.publish_many(batch), strict=False)))
+            sent = [mid for mid, o in outcomes.items() if isinstance(o, SentMessage)]
+            refused = [(mid, o.reason) for mid, o in outcomes.items()
                        if isinstance(o, LocalRefusal)]
             self.store.write(functools.partial(self._published, sent=sent, refused=refused))
             published += len(sent)
-            failed = [o for o in outcomes if isinstance(o, ConnectionFailed | PublishFailed)]
+            failed = [o for o in outcomes.values()
+                      if isinstance(o, ConnectionFailed | PublishFailed)]
             if failed:
                 log.warning("publishing for %s failed (%s); %d kept queued", unit,
-                            failed[0].code, len(batch) - len(outcomes) + 1)
+                            failed[0].code, len(batch) - len(sent) - len(refused))
                 break
         return published
 
     def _published(self, conn: Connection, *, sent: Sequence[str],
                    refused: Sequence[tuple[str, str]]) -> None:
-        for mid in sent:
-            self.store.update_message(mid, "out", expect=["queued"], status="submitted",
-                                      conn=conn)
+        self.store.mark_submitted(conn, sent)
         for mid, reason in refused:
             # A body over the wire limit, which RabbitMQ would refuse (wire spec 2).
             self.store.update_message(mid, "out", expect=["queued"], status="refused",
@@ -699,76 +709,3 @@ def describe(m: Message) -> dict[str, Any]:
     else:
         out["sender"] = m.counterpart
     return out
-
-
-@dataclass
-class Courier:
-    """The gateway's background work: publish, receive per unit, and the folders."""
-
-    gateway: Gateway
-    folder_step: Callable[[], None] | None = None
-    idle: float = 0.5
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def start(self) -> None:
-        self._threads = [threading.Thread(target=self._publisher, name="gateway-publisher",
-                                          daemon=True)]
-        for unit in self.gateway.units:
-            self._threads.append(threading.Thread(target=self._receiver, args=(unit,),
-                                                  name=f"gateway-receive-{unit}", daemon=True))
-        if self.folder_step is not None:
-            self._threads.append(threading.Thread(target=self._folders, name="gateway-folders",
-                                                  daemon=True))
-        for t in self._threads:
-            t.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.gateway.wake.set()
-        for t in self._threads:
-            t.join(timeout=10)
-
-    def _guarded(self, what: str, step: Callable[[], object]) -> bool:
-        try:
-            step()
-            return True
-        except (GatewayError, ClientError, ProtocolsError) as e:
-            log.warning("%s failed (%s)", what, getattr(e, "code", type(e).__name__))
-        except Exception as e:  # a background thread must outlive any one failure
-            log.error("%s failed unexpectedly (%s)", what, type(e).__name__)
-        return False
-
-    def _publisher(self) -> None:
-        delay = 0.25
-        while not self._stop.is_set():
-            self.gateway.wake.clear()
-            ok = self._guarded("publishing", self.gateway.publish_pending)
-            if ok and not self.gateway.store.pending_ids(limit=1):
-                delay = 0.25
-                # Woken at once by a submission in this process; others are polled.
-                self.gateway.wake.wait(0.05)
-            else:
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-
-    def _receiver(self, unit: str) -> None:
-        client = self.gateway.client(unit)
-        inbox_dir = client.state_dir.parent / "unused-inbox"
-        delay = 0.25
-        while not self._stop.is_set():
-            ok = self._guarded(f"receiving for {unit}",
-                               lambda: (client.receive(inbox_dir, idle_timeout=self.idle),
-                                        client.send_pending_receipts()))
-            if ok:
-                delay = 0.25
-            else:
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-
-    def _folders(self) -> None:
-        assert self.folder_step is not None
-        while not self._stop.is_set():
-            self._guarded("folders", self.folder_step)
-            self._stop.wait(0.2)
-

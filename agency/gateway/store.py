@@ -384,6 +384,14 @@ class GatewayStore:
             return bool(conn.execute(q).rowcount)
         return self.write(lambda c: bool(c.execute(q).rowcount))
 
+    def mark_submitted(self, conn: Connection, message_ids: Sequence[str]) -> None:
+        """Queued messages handed to RabbitMQ, in one statement (a batch may be hundreds)."""
+        if message_ids:
+            conn.execute(update(messages).where(messages.c.direction == "out")
+                         .where(messages.c.status == "queued")
+                         .where(messages.c.message_id.in_(list(message_ids)))
+                         .values(status="submitted", updated_at=format_time(utcnow())))
+
     def set_leaf(self, message_id: str, leaf_hash: str, source: str,
                  conn: Connection | None = None) -> bool:
         """Give a sent message its leaf hash. The broker's (``broker``) replaces any; one
