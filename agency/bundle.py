@@ -24,10 +24,8 @@ every unit must belong to ``org``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from agency.errors import BundleError
+from agency.files import write_atomic
 from keys import KeyFormatError, parse_public_key_text
 
 __all__ = ["BUNDLE_FILE", "BUNDLE_FORMAT", "TOKEN_ENV", "TOKEN_FILE", "Bundle", "read_bundle",
@@ -157,21 +156,12 @@ def write_bundle(path: Path, bundle: Bundle) -> Path:
     """
     path = Path(path)
     _parse(bundle.to_json(), str(path))
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(bundle.to_json(), f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, (json.dumps(bundle.to_json(), indent=2, sort_keys=True) + "\n")
+                     .encode("utf-8"))
     except OSError as e:
         raise BundleError(f"{path}: cannot write ({e.strerror})") from e
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     return path
 
 
