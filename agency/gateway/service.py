@@ -627,10 +627,12 @@ class Gateway:
         unit whose publishing failed, the rest kept queued.
         """
         batches: dict[str, list[tuple[bytes, ParsedEnvelope]]] = {}
-        for m in self.store.pending(limit=200):
-            body = m.body if m.body is not None else self._check_late(m)
+        for mid, unit, body in self.store.pending(limit=200):
+            if body is None:
+                m = self.store.message(mid, "out")
+                body = self._check_late(m) if m is not None else None
             if body is not None:
-                batches.setdefault(m.unit, []).append((body, parse_envelope(body)))
+                batches.setdefault(unit, []).append((body, parse_envelope(body)))
         published = 0
         for unit, batch in batches.items():
             client = self.client(unit)

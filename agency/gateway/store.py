@@ -356,12 +356,14 @@ class GatewayStore:
              .limit(limit))
         return [r.message_id for r in self._rows(q)]
 
-    def pending(self, limit: int = 200) -> list[Message]:
-        """Outgoing messages waiting to be published, oldest first."""
-        q = (select(messages).where(messages.c.direction == "out")
-             .where(messages.c.status == "queued").order_by(messages.c.created_at)
-             .limit(limit))
-        return [self._message(r) for r in self._rows(q)]
+    def pending(self, limit: int = 200) -> list[tuple[str, str, bytes | None]]:
+        """(message id, unit, envelope bytes or None if stored unchecked) of the outgoing
+        messages waiting to be published, oldest first; nothing sealed is opened."""
+        q = (select(messages.c.message_id, messages.c.unit, messages.c.body)
+             .where(messages.c.direction == "out").where(messages.c.status == "queued")
+             .order_by(messages.c.created_at).limit(limit))
+        return [(r.message_id, r.unit, None if r.body is None else bytes(r.body))
+                for r in self._rows(q)]
 
     def update_message(self, message_id: str, direction: str, *,
                        expect: Sequence[str] | None = None,
