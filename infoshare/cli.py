@@ -15,6 +15,7 @@ import click
 from agency.client_cli import notices, receive, send
 from agency.gateway.cli import agency
 from audit.audit_cli import LogOpener, audit
+from audit.serve_cli import audit_serve, log_group
 from broker.broker_cli import broker
 from broker.errors import BrokerError
 from broker.node_cli import node
@@ -48,8 +49,9 @@ def main(ctx: click.Context, verbose: int) -> None:
 
 broker.add_command(bundle)
 for command in (agency, keys, protocol, registry, broker, envelope, send, receive, notices,
-                audit, node, demo):
+                audit, node, demo, log_group):
     main.add_command(command)
+audit.add_command(audit_serve)
 
 
 if __name__ == "__main__":

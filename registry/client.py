@@ -38,7 +38,7 @@ from registry.errors import (
     UntrustedDirectory,
 )
 
-__all__ = ["RegistryClient", "RemoteVersion"]
+__all__ = ["PresentedToken", "RegistryClient", "RemoteVersion"]
 
 #: A directory of a large deployment is well under this; more is an attack or a bug.
 MAX_RESPONSE = 32 * 1024 * 1024
@@ -51,6 +51,15 @@ class RemoteVersion:
     created_at: datetime
     actor: str
     change: str
+
+
+@dataclass(frozen=True)
+class PresentedToken:
+    """What the registry says of this client's own token: never its secret."""
+
+    id: str
+    role: str
+    label: str
 
 
 class RegistryClient:
@@ -81,7 +90,12 @@ class RegistryClient:
         """The highest directory version verified so far (-1 before the first)."""
         return self._highest_seen
 
-    def _get(self, path: str, etag: str | None = None) -> tuple[bytes | None, str | None]:
+    def _get(self, path: str) -> bytes:
+        body, _ = self._fetch(path)
+        assert body is not None  # no ETag was offered, so the answer has a body
+        return body
+
+    def _fetch(self, path: str, etag: str | None = None) -> tuple[bytes | None, str | None]:
         """The body and ETag at ``path``; (None, etag) if it still has ``etag`` (HTTP 304)."""
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         if etag is not None:
@@ -105,9 +119,7 @@ class RegistryClient:
 
     def signed_directory(self, version: int | None = None) -> bytes:
         """The signed directory document as served (not yet verified)."""
-        body, _ = self._get("/directory" if version is None else f"/directory/{int(version)}")
-        assert body is not None
-        return body
+        return self._get("/directory" if version is None else f"/directory/{int(version)}")
 
     def directory(self, version: int | None = None) -> Directory:
         """The verified directory, current or at ``version``.
@@ -119,11 +131,11 @@ class RegistryClient:
         """
         if version is None:
             kept = self._current
-            document, etag = self._get("/directory", kept[0] if kept else None)
+            document, etag = self._fetch("/directory", kept[0] if kept else None)
             if document is None and kept is not None:
                 return kept[1]  # unchanged since it was verified
         else:
-            document, etag = self._get(f"/directory/{int(version)}")
+            document, etag = self._fetch(f"/directory/{int(version)}")
         assert document is not None
         try:
             d = verify_directory(document, self._pinned)
@@ -141,10 +153,25 @@ class RegistryClient:
                 self._current = (etag, d)
         return d
 
+    def presented_token(self) -> PresentedToken:
+        """The id, role and label of the token this client presents.
+
+        Raises:
+            Unauthenticated: the registry does not know the token (or it was revoked).
+            Throttled, RegistryUnavailable.
+        """
+        try:
+            doc: Any = json.loads(self._get("/token"))
+            return PresentedToken(id=str(doc["id"]), role=str(doc["role"]),
+                                  label=str(doc["label"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise RegistryUnavailable("the registry's answer about the token is "
+                                      "malformed") from e
+
     def versions(self) -> list[RemoteVersion]:
         """Every registry version with who made it and what it was."""
         try:
-            rows: Any = json.loads(self._get("/directory/versions")[0] or b"")
+            rows: Any = json.loads(self._get("/directory/versions"))
             return [RemoteVersion(version=int(r["version"]),
                                   created_at=parse_time(r["created_at"]),
                                   actor=str(r["actor"]), change=str(r["change"]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from registry.serve import FactoryApplication
+from registry.serve import GunicornApp
 
 
 def serve(home: Path, secret: bytes, url: str | None, *, host: str, port: int, threads: int,
@@ -36,7 +36,7 @@ def serve(home: Path, secret: bytes, url: str | None, *, host: str, port: int, t
         for c in couriers:
             c.stop()
 
-    FactoryApplication(factory, {
+    GunicornApp(factory, {
         "bind": f"{host}:{port}", "workers": 1, "threads": threads,
         "worker_class": "gthread", "accesslog": None, "errorlog": "-",
         "proc_name": "infoshare-gateway", "timeout": 60, "graceful_timeout": 10,
