@@ -19,6 +19,7 @@ import click
 
 from agency.client_cli import notices, receive, send
 from agency.errors import AgencyError
+from agency.gateway.cli import agency
 from audit.audit_cli import LogOpener, audit
 from audit.errors import AuditError
 from audit.serve_cli import audit_serve, log_group
@@ -27,6 +28,7 @@ from broker.errors import BrokerError
 from broker.node import NodeError
 from broker.node_cli import node
 from broker.transfer_log import TransferLog
+from infoshare.bundle_cli import bundle
 from infoshare.demo import demo
 from infoshare.envelope_cli import envelope
 from keys import KeysError, NoteSigner
@@ -109,8 +111,9 @@ def main(ctx: click.Context, verbose: int) -> None:
         else logging.DEBUG)
 
 
-for command in (keys, protocol, registry, broker, envelope, send, receive, notices, audit, node,
-                demo, log_group):
+broker.add_command(bundle)
+for command in (agency, keys, protocol, registry, broker, envelope, send, receive, notices,
+                audit, node, demo, log_group):
     main.add_command(command)
 audit.add_command(audit_serve)
 
