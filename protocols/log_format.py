@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from keys import KeysError, b64decode, b64encode
 from protocols import merkle, strict_json
+from protocols.log_grammar import entry_values, evidence_values
 from protocols.directory import format_time
 from protocols.envelope import MAX_HEADER_BYTES, MAX_SIGNATURES, ParsedEnvelope
 from protocols.errors import ProtocolsError
@@ -405,6 +406,22 @@ class Entry:
             EntryFormatError: not JSON, other fields or order, a field out of form,
                 or not the canonical bytes (spaces, escapes, duplicate keys...).
         """
+        if len(data) <= MAX_LINE_BYTES and (values := entry_values(data)) is not None:
+            # Canonical and valid as it is: the fields need no second check, and the
+            # bytes are the canonical ones.
+            entry = object.__new__(cls)
+            entry.__dict__.update(values, _bytes=bytes(data))
+            return entry
+        return cls.parse_json(data)
+
+    @classmethod
+    def parse_json(cls, data: bytes) -> Entry:
+        """:meth:`from_bytes` through the JSON parser and every field check, without the
+        fast path of :mod:`protocols.log_grammar` (which only ever takes what this takes).
+
+        Raises:
+            EntryFormatError: as :meth:`from_bytes`.
+        """
         doc = _parse_line(data, "entry")
         if type(doc) is not dict or tuple(doc) != ENTRY_FIELDS:
             raise EntryFormatError("entry: not exactly the 19 fields of wire spec 6.1 in order")
@@ -507,6 +524,21 @@ class Evidence:
         Raises:
             EntryFormatError: not JSON, other fields or order, a field out of form, or
                 not the canonical bytes.
+        """
+        if len(data) <= MAX_LINE_BYTES and (fast := evidence_values(data)) is not None:
+            seq, header, signatures, publisher, body_sha256 = fast
+            ev = object.__new__(cls)
+            ev.__dict__.update(header=header, signatures=signatures, publisher=publisher,
+                               body_sha256=body_sha256)
+            return seq, ev
+        return cls.parse_json(data)
+
+    @classmethod
+    def parse_json(cls, data: bytes) -> tuple[int, Evidence]:
+        """:meth:`from_line` without the fast path of :mod:`protocols.log_grammar`.
+
+        Raises:
+            EntryFormatError: as :meth:`from_line`.
         """
         doc = _parse_line(data, "evidence")
         if type(doc) is not dict or tuple(doc) != EVIDENCE_FIELDS:
