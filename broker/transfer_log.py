@@ -25,8 +25,10 @@ Invariants:
 - Nothing updates or deletes ``entries``, ``evidence`` or ``checkpoints``;
   triggers refuse it in the database too. Only the frontier row changes.
 - Appending and the root of the current tree never rescan the log: the
-  frontier holds O(log n) hashes. Roots of older sizes and proofs read the
-  leaf hashes (32 bytes a row).
+  frontier holds O(log n) hashes. ``subtrees`` keeps the root of every
+  complete subtree of 256**L leaves (L >= 1), written in the transaction that
+  completes it, so any root or proof reads a few rows per level
+  (:class:`protocols.tiles.TileStore`), never every leaf.
 - Checkpoint sizes only grow; each is signed for the size and root of the
   same locked transaction. A batch signs one itself whenever 1,000 entries
   follow the last checkpoint, so no more than 1,000 ever do; and
@@ -56,6 +58,7 @@ from keys import Checkpoint, NoteSigner, NoteVerifier
 from protocols import merkle
 from protocols.log_format import Entry, EntryDraft, Evidence
 from protocols.policy import LoggedMessage
+from protocols.tiles import TILE_HEIGHT, TileStore
 
 __all__ = [
     "ANY_PUBLISHER",
@@ -120,13 +123,21 @@ _frontier = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("hashes", sa.LargeBinary, nullable=False),
 )
+#: The root of leaves [idx * 256**level, (idx + 1) * 256**level), for level >= 1 (level 0
+#: is ``entries.leaf_hash``): the tiles of C2SP tlog-tiles above the leaves.
+_subtrees = sa.Table(
+    "subtrees", _meta,
+    sa.Column("level", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+)
 _checkpoints = sa.Table(
     "checkpoints", _meta,
     sa.Column("size", _Seq, primary_key=True, autoincrement=False),
     sa.Column("note", sa.Text, nullable=False),
     sa.Column("created_at", sa.String(40), nullable=False),
 )
-_APPEND_ONLY = ("entries", "evidence", "checkpoints")
+_APPEND_ONLY = ("entries", "evidence", "checkpoints", "subtrees")
 
 
 def _append_only_ddl(dialect: str) -> list[str]:
@@ -259,6 +270,7 @@ class LogBatch:
         self._pending: list[tuple[Entry, Evidence, bytes]] = []
         self._by_mid: dict[str | None, list[int]] = {}
         self._checkpoints: list[dict[str, Any]] = []
+        self._subtrees: list[dict[str, Any]] = []
         # Committed entries by message id, loaded by ``prefetch``: entry, body hash, publisher.
         self._known: dict[str, list[tuple[Entry, str, str | None]]] = {}
 
@@ -332,7 +344,7 @@ class LogBatch:
         if not isinstance(evidence, Evidence):
             raise TypeError("evidence must be an Evidence")
         entry, line = Entry.with_evidence(draft, self._frontier.size, evidence)
-        self._frontier.append(entry.leaf_hash)
+        self._append_leaf(entry.leaf_hash)
         self._by_mid.setdefault(entry.message_id, []).append(len(self._pending))
         self._pending.append((entry, evidence, line))
         size = self._frontier.size
@@ -345,6 +357,16 @@ class LogBatch:
                 "created_at": entry.time.isoformat()})
             self._last_checkpoint = size
         return entry
+
+    def _append_leaf(self, leaf: bytes) -> None:
+        size = self._frontier.size + 1
+        if size % (1 << TILE_HEIGHT):
+            self._frontier.append(leaf)
+            return
+        completed: list[tuple[int, bytes]] = []
+        self._frontier.append(leaf, completed)
+        self._subtrees += [{"level": height // TILE_HEIGHT, "idx": (size >> height) - 1,
+                            "hash": h} for height, h in completed if height % TILE_HEIGHT == 0]
 
     def _flush(self) -> None:
         if not self._pending:
@@ -361,6 +383,8 @@ class LogBatch:
             size=self._frontier.size, hashes=self._frontier.to_bytes()))
         if self._checkpoints:
             self._conn.execute(_checkpoints.insert(), self._checkpoints)
+        if self._subtrees:
+            self._conn.execute(_subtrees.insert(), self._subtrees)
 
 
 # --- the log ---------------------------------------------------------------------------
@@ -375,6 +399,7 @@ class TransferLog:
         self._signer = signer
         self._origin = origin
         self._sqlite = engine.dialect.name == "sqlite"
+        self._has_subtrees: bool | None = None
 
     @classmethod
     def open(cls, url: str, *, signer: NoteSigner | None, origin: str) -> TransferLog:
@@ -407,6 +432,7 @@ class TransferLog:
                     if conn.execute(sa.select(_frontier.c.id)).first() is None:
                         conn.execute(_frontier.insert().values(
                             id=1, size=0, hashes=merkle.CompactRange().to_bytes()))
+                    _fill_subtrees(conn)
         except TransferLogError:
             engine.dispose()
             raise
@@ -418,6 +444,13 @@ class TransferLog:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def _tiled(self, conn: Connection) -> bool:
+        """Whether the log keeps subtree hashes (one opened only to read may predate them
+        until a writer opens it)."""
+        if self._has_subtrees is None:
+            self._has_subtrees = sa.inspect(conn).has_table("subtrees")
+        return self._has_subtrees
 
     def backup(self, target: Path) -> int:
         """Copy a log on SQLite to a new file (0600) while routers keep writing, with
@@ -666,18 +699,42 @@ class TransferLog:
         """
         with self._read() as conn:
             frontier = _read_frontier(conn)
-        if size is None or size == frontier.size:
-            return frontier.root()
-        self._check_size(size, frontier.size)
-        cr = merkle.CompactRange()
-        for r in self._pages(_entries, [_entries.c.leaf_hash], 0, size):
-            cr.append(bytes(r.leaf_hash))
-        return cr.root()
+            if size is None or size == frontier.size:
+                return frontier.root()
+            self._check_size(size, frontier.size)
+            if size == 0:
+                return merkle.EMPTY_ROOT
+            return self._tree(conn, size).subtree(0, size)
 
     def _check_size(self, size: int, current: int | None = None) -> None:
         current = self.size() if current is None else current
         if not 0 <= size <= current:
             raise TransferLogError(f"the log has no tree of size {size} (its size is {current})")
+
+    def _tree(self, conn: Connection, size: int) -> TileStore:
+        """Subtree hashes of the tree of ``size`` read over ``conn``: a few rows per level."""
+        if not self._tiled(conn):
+            leaves = [bytes(r.leaf_hash)
+                      for r in self._pages(_entries, [_entries.c.leaf_hash], 0, size)]
+            return TileStore(lambda level, start, end: (
+                leaves[start:end] if level == 0 else _perfect_roots(leaves, level, start, end)),
+                size)
+
+        def read(level: int, start: int, end: int) -> list[bytes]:
+            if level == 0:
+                q = sa.select(_entries.c.leaf_hash).where(
+                    _entries.c.seq >= start, _entries.c.seq < end).order_by(_entries.c.seq)
+            else:
+                q = sa.select(_subtrees.c.hash).where(
+                    _subtrees.c.level == level, _subtrees.c.idx >= start,
+                    _subtrees.c.idx < end).order_by(_subtrees.c.idx)
+            hashes = [bytes(r[0]) for r in conn.execute(q)]
+            if len(hashes) != end - start:
+                raise TransferLogError(f"subtree hashes {start}..{end - 1} of level {level} "
+                                       "are not all present")
+            return hashes
+
+        return TileStore(read, size)
 
     def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
         """The proof that entry ``seq`` is in the tree of ``size``.
@@ -688,7 +745,8 @@ class TransferLog:
         self._check_size(size)
         if not 0 <= seq < size:
             raise TransferLogError(f"entry {seq} is not in a tree of size {size}")
-        return merkle.inclusion_proof(self.leaf_hashes(0, size), seq, size)
+        with self._read() as conn:
+            return self._tree(conn, size).inclusion_proof(seq, size)
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         """The proof that the tree of ``old`` is a prefix of the tree of ``new``.
@@ -699,4 +757,33 @@ class TransferLog:
         self._check_size(new)
         if not 0 <= old <= new:
             raise TransferLogError(f"no consistency from size {old} to {new}")
-        return merkle.consistency_proof(self.leaf_hashes(0, new), old, new)
+        with self._read() as conn:
+            return self._tree(conn, new).consistency_proof(old, new)
+
+
+def _perfect_roots(leaves: Sequence[bytes], level: int, start: int, end: int) -> list[bytes]:
+    """Hashes ``start`` to ``end - 1`` of ``level`` computed from every leaf (a log that
+    predates its subtree hashes, opened only to read)."""
+    width = 1 << (TILE_HEIGHT * level)
+    return [merkle.root(leaves[i * width:(i + 1) * width]) for i in range(start, end)]
+
+
+def _fill_subtrees(conn: Connection) -> None:
+    """Write the subtree hashes of a log written before they were kept: one pass over
+    the leaf hashes, once (the log's lock is held)."""
+    size = _read_frontier(conn).size
+    have = conn.execute(sa.select(sa.func.count()).select_from(_subtrees)).scalar_one()
+    if size < (1 << TILE_HEIGHT) or have:
+        return
+    cr = merkle.CompactRange()
+    rows: list[dict[str, Any]] = []
+    for pos in range(0, size, _PAGE):
+        for r in conn.execute(sa.select(_entries.c.leaf_hash).where(
+                _entries.c.seq >= pos, _entries.c.seq < pos + _PAGE).order_by(_entries.c.seq)):
+            completed: list[tuple[int, bytes]] = []
+            cr.append(bytes(r.leaf_hash), completed)
+            rows += [{"level": h // TILE_HEIGHT, "idx": (cr.size >> h) - 1, "hash": x}
+                     for h, x in completed if h % TILE_HEIGHT == 0]
+        if rows:
+            conn.execute(_subtrees.insert(), rows)
+            rows = []

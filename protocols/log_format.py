@@ -38,10 +38,10 @@ from typing import Any, Final
 
 from keys import KeysError, b64decode, b64encode
 from protocols import merkle, strict_json
-from protocols.log_grammar import entry_values, evidence_values
 from protocols.directory import format_time
 from protocols.envelope import MAX_HEADER_BYTES, MAX_SIGNATURES, ParsedEnvelope
 from protocols.errors import ProtocolsError
+from protocols.log_grammar import entry_values, evidence_values
 from protocols.model import CONSENT_STATUSES, KINDS, MessageId
 from protocols.policy import Decision, LoggedMessage
 from protocols.reasons import Reason
