@@ -724,14 +724,14 @@ class TransferLog:
         # SQLAlchemy's statement and result handling would cost more than the rows.
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         mark = "?" if self._sqlite else "%s"
-        leaves = (f"SELECT leaf_hash FROM entries WHERE seq >= {mark} AND seq < {mark} "
-                  "ORDER BY seq")
+        leaf_rows = (f"SELECT leaf_hash FROM entries WHERE seq >= {mark} AND seq < {mark} "
+                     "ORDER BY seq")
         nodes = (f"SELECT hash FROM subtrees WHERE level = {mark} AND idx >= {mark} "
                  f"AND idx < {mark} ORDER BY idx")
 
         def read(level: int, start: int, end: int) -> list[bytes]:
             if level == 0:
-                cursor.execute(leaves, (start, end))
+                cursor.execute(leaf_rows, (start, end))
             else:
                 cursor.execute(nodes, (level, start, end))
             hashes = [bytes(r[0]) for r in cursor.fetchall()]

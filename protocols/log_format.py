@@ -396,7 +396,9 @@ class Entry:
     @property
     def time(self) -> datetime:
         """``at`` as an aware UTC datetime."""
-        return datetime.strptime(self.at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        a = self.at  # validated: YYYY-MM-DDTHH:MM:SSZ (strptime costs ten times more)
+        return datetime(int(a[0:4]), int(a[5:7]), int(a[8:10]), int(a[11:13]), int(a[14:16]),
+                        int(a[17:19]), tzinfo=UTC)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Entry:
