@@ -36,6 +36,7 @@ from click.testing import CliRunner
 from envelope_factories import FRONT_DOOR, S47, SECRET_NAME, T0
 
 import audit.replaying
+import audit.verify_chunks
 import audit.verifying
 from audit import (
     AuditError,
@@ -63,6 +64,16 @@ from protocols.directory import format_time, sign_directory
 from protocols.log_format import Entry, canonical_json
 
 # --- the honest log --------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, params=["here", "in workers"])
+def verify_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: verify checking lines itself, and in worker processes (chunks
+    of three lines, so that tampering falls in every position of a chunk)."""
+    if request.param == "in workers":
+        monkeypatch.setattr(audit.verifying, "PARALLEL_FROM", 0)
+        monkeypatch.setattr(audit.verify_chunks, "CHUNK", 3)
+    return str(request.param)
 
 
 def test_the_export_holds_the_documented_files(built: Built) -> None:
