@@ -44,6 +44,7 @@ from __future__ import annotations
 import enum
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -73,6 +74,8 @@ CHECKPOINT_EVERY: Final = 1000
 CHECKPOINT_INTERVAL: Final = timedelta(seconds=10)
 #: The advisory lock that serialises writers of the log on PostgreSQL ("info").
 _LOCK_KEY: Final = 0x696E666F
+#: How long a batch's view of the log stands for it in :meth:`TransferLog.checkpoint_if_due`.
+_SEEN_FOR: Final = 1.0
 #: Rows per query when streaming entries, evidence or leaf hashes.
 _PAGE: Final = 10_000
 
@@ -197,6 +200,18 @@ def _create_private(path: Path) -> None:
         pass
     except OSError as e:
         raise TransferLogError(f"cannot create the transfer log file ({e.strerror})") from e
+
+
+def _is_due(size: int, last_size: int | None, last_at: str | None, now: datetime) -> bool:
+    """Whether a checkpoint is due (wire spec 6.2) for a log of ``size`` whose newest
+    checkpoint has ``last_size`` and was made at ``last_at`` (None: there is none)."""
+    if last_size is None or last_at is None:
+        return size > 0
+    grown = size - last_size
+    if grown <= 0:
+        return False
+    return grown >= CHECKPOINT_EVERY or (
+        now - datetime.fromisoformat(last_at) >= CHECKPOINT_INTERVAL)
 
 
 def _aware(now: datetime) -> datetime:
@@ -371,16 +386,20 @@ class LogBatch:
     def _flush(self) -> None:
         if not self._pending:
             return
-        # One executemany per table: the driver batches the rows (psycopg 3
+        # One executemany per table in the driver's own form: the rows are plain
+        # tuples, so no statement is compiled or cached per batch (psycopg 3
         # pipelines them; sqlite3 steps one prepared statement).
-        self._conn.execute(_entries.insert(), [
-            {"seq": e.seq, "message_id": e.message_id, "header_sha256": e.header_sha256,
-             "leaf_hash": e.leaf_hash, "body": e.to_bytes()} for e, _, _ in self._pending])
-        self._conn.execute(_evidence.insert(), [
-            {"seq": e.seq, "publisher": ev.publisher, "body_sha256": ev.body_sha256,
-             "line": line} for e, ev, line in self._pending])
-        self._conn.execute(_frontier.update().where(_frontier.c.id == 1).values(
-            size=self._frontier.size, hashes=self._frontier.to_bytes()))
+        m = "?" if self._conn.dialect.paramstyle == "qmark" else "%s"
+        run = self._conn.exec_driver_sql
+        run(f"INSERT INTO entries (seq, message_id, header_sha256, leaf_hash, body) "
+            f"VALUES ({m}, {m}, {m}, {m}, {m})",
+            [(e.seq, e.message_id, e.header_sha256, e.leaf_hash, e.to_bytes())
+             for e, _, _ in self._pending])
+        run(f"INSERT INTO evidence (seq, publisher, body_sha256, line) "
+            f"VALUES ({m}, {m}, {m}, {m})",
+            [(e.seq, ev.publisher, ev.body_sha256, line) for e, ev, line in self._pending])
+        run(f"UPDATE frontier SET size = {m}, hashes = {m} WHERE id = 1",
+            (self._frontier.size, self._frontier.to_bytes()))
         if self._checkpoints:
             self._conn.execute(_checkpoints.insert(), self._checkpoints)
         if self._subtrees:
@@ -400,6 +419,10 @@ class TransferLog:
         self._origin = origin
         self._sqlite = engine.dialect.name == "sqlite"
         self._has_subtrees: bool | None = None
+        #: (when, size, newest checkpoint's size and time) as this object's last batch
+        #: committed them; trusted for :data:`_SEEN_FOR` seconds, since other writers
+        #: may append meanwhile.
+        self._seen: tuple[float, int, int | None, str | None] | None = None
 
     @classmethod
     def open(cls, url: str, *, signer: NoteSigner | None, origin: str) -> TransferLog:
@@ -543,6 +566,12 @@ class TransferLog:
                          0 if last is None else int(last.size))
             yield b
             b._flush()
+        signed = b._checkpoints[-1] if b._checkpoints else None
+        if signed is not None:
+            self._seen = (time.monotonic(), b.size, signed["size"], signed["created_at"])
+        else:
+            self._seen = (time.monotonic(), b.size, None if last is None else int(last.size),
+                          None if last is None else str(last.created_at))
 
     def _sign(self, size: int, root: bytes) -> str:
         assert self._signer is not None
@@ -558,6 +587,12 @@ class TransferLog:
             TransferLogError: the log was opened without its key, or the database failed.
         """
         now = _aware(now)
+        seen = self._seen
+        if seen is not None and time.monotonic() - seen[0] < _SEEN_FOR:
+            # What this object's last batch saw, a moment ago: the router asks after
+            # every batch, and most often nothing is due.
+            if not _is_due(*seen[1:], now):
+                return None
         # A cheap look first without the lock: most calls find nothing due.
         with self._read() as conn:
             if not self._due(conn, now):
@@ -568,16 +603,9 @@ class TransferLog:
             return self._sign_current(conn, now)
 
     def _due(self, conn: Connection, now: datetime) -> bool:
-        size = _read_frontier(conn).size
         last = _latest_checkpoint(conn)
-        if last is None:
-            return size > 0
-        grown = size - int(last.size)
-        if grown <= 0:
-            return False
-        if grown >= CHECKPOINT_EVERY:
-            return True
-        return now - datetime.fromisoformat(last.created_at) >= CHECKPOINT_INTERVAL
+        return _is_due(_read_frontier(conn).size, None if last is None else int(last.size),
+                       None if last is None else str(last.created_at), now)
 
     def checkpoint(self, now: datetime) -> str:
         """A signed checkpoint of the current size: a new one, or the last if it has that size.
