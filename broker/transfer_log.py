@@ -588,11 +588,11 @@ class TransferLog:
         """
         now = _aware(now)
         seen = self._seen
-        if seen is not None and time.monotonic() - seen[0] < _SEEN_FOR:
-            # What this object's last batch saw, a moment ago: the router asks after
-            # every batch, and most often nothing is due.
-            if not _is_due(*seen[1:], now):
-                return None
+        # What this object's last batch saw, a moment ago: the router asks after every
+        # batch, and most often nothing is due.
+        if (seen is not None and time.monotonic() - seen[0] < _SEEN_FOR
+                and not _is_due(*seen[1:], now)):
+            return None
         # A cheap look first without the lock: most calls find nothing due.
         with self._read() as conn:
             if not self._due(conn, now):
