@@ -79,10 +79,10 @@ from broker.topology import (  # noqa: E402
 from broker.transfer_log import TransferLog  # noqa: E402
 from keys import EncryptionKeyPair, NoteSigner, SigningKeyPair  # noqa: E402
 from protocols import merkle  # noqa: E402
+from protocols.directory import format_time  # noqa: E402
 from protocols.loader import load_protocol_file  # noqa: E402
 from protocols.log_format import Entry, EntryDraft, Evidence  # noqa: E402
 from protocols.model import Consent, Directory, GroundId, KeyRecord, amqp_user  # noqa: E402
-from protocols.reasons import Reason  # noqa: E402
 
 SENDER = "leeds-cc/childrens-social-care"
 RECIPIENT = "wy-police/intelligence-bureau"
@@ -456,41 +456,74 @@ def bench_audit_section(work: Path, entries: int, replay_entries: int) -> list[s
 # --- 5. the log at size ---------------------------------------------------------------------
 
 
+_SIG = {"key": "ab" * 16, "sig": "A" * 86 + "=="}
+
+
+def _routed(at: datetime, i: int, message_id: str) -> tuple[EntryDraft, Evidence]:
+    """A routed referral's draft and evidence, as the router logs them (its header a
+    stand-in whose hash the entry holds)."""
+    import hashlib
+
+    header = b'{"bench":%d}' % i
+    sha = hashlib.sha256(header).hexdigest()
+    draft = EntryDraft(
+        at=format_time(at), message_id=message_id, kind="referral", decision="routed",
+        reason=None, protocol="wy-iisp-2016", purpose="police-intelligence", sender=SENDER,
+        recipient=RECIPIENT, in_reply_to=None,
+        consent={"status": "not_sought", "ground": "serious-crime"}, subject_informed=False,
+        data_categories=["identity"], header_sha256=sha,
+        payload_sha256=hashlib.sha256(header + b"payload").hexdigest(), registry_version=1)
+    return draft, Evidence(header=header, signatures=[_SIG], publisher=amqp_user(SENDER),
+                           body_sha256=hashlib.sha256(header + b"body").hexdigest())
+
+
 def _append(tlog: TransferLog, n: int, batch: int = 200) -> float:
-    """Append ``n`` entries of bodies that could not be read (the cheapest real entries),
-    ``batch`` to a transaction as the router does; entries/s."""
+    """Append ``n`` routed entries with random message ids, ``batch`` to a transaction as
+    the router does; entries/s."""
+    import uuid
+
     now = datetime(2026, 11, 30, tzinfo=UTC)
     start = time.monotonic()
     done = 0
     while done < n:
         with tlog.batch() as lb:
             for _ in range(min(batch, n - done)):
-                sha = os.urandom(32).hex()
-                lb.append(EntryDraft.unreadable(Reason.MALFORMED, sha, at=now,
-                                                registry_version=1),
-                          Evidence.of(sha, None, "bench.unit"))
+                lb.append(*_routed(now, done, str(uuid.uuid4())))
                 done += 1
+        tlog.checkpoint_if_due(now)
     return n / (time.monotonic() - start)
 
 
 def fill_log(path: Path, signer: NoteSigner, n: int) -> None:
     """Grow the log at ``path`` to ``n`` entries cheaply: rows written straight with
-    sqlite3 in large transactions, each a valid entry (a body refused at check 1) with
-    its evidence line, subtree hashes and frontier, as :class:`TransferLog` would
-    write them; the timed appends then go through the log itself."""
+    sqlite3 in large transactions, each a valid routed entry with a random message id
+    (so the log's indexes grow as the router's do), with its evidence line, subtree
+    hashes and frontier as :class:`TransferLog` writes them. The timed appends then go
+    through the log itself."""
+    import base64
     import hashlib
     import sqlite3
+    import uuid
 
     tlog = TransferLog.open(f"sqlite:///{path}", signer=signer, origin=ORIGIN)
     tlog.close()
-    now = datetime(2026, 11, 30, tzinfo=UTC)
-    sha0 = "0" * 64
-    proto = EntryDraft.unreadable(Reason.MALFORMED, sha0, at=now, registry_version=1)
-    entry0, line0 = Entry.with_evidence(
-        proto, 0, Evidence.of(sha0, None, "bench.unit"))
-    e_head, e_tail = entry0.to_bytes().split(b'"seq":0', 1)
-    e_tail, _ = e_tail.rsplit(entry0.evidence_sha256.encode(), 1)
-    v_head, v_tail = line0.split(b'"seq":0', 1)
+    # Templates from one entry made by the log's own classes, with markers in place of
+    # what differs from entry to entry.
+    mid0 = "00000000-0000-4000-8000-000000000000"
+    draft, ev = _routed(datetime(2026, 11, 30, tzinfo=UTC), 0, mid0)
+    entry0, line0 = Entry.with_evidence(draft, 0, ev)
+    marks = {'"seq":0,': '"seq":{seq},', mid0: "{mid}", draft.header_sha256: "{hsha}",
+             str(draft.payload_sha256): "{psha}", entry0.evidence_sha256: "{esha}",
+             ev.body_sha256: "{bsha}", base64.b64encode(bytes(ev.header or b"")).decode():
+             "{hb64}"}
+
+    def template(data: bytes) -> str:
+        text = data.decode().replace("{", "{{").replace("}", "}}")
+        for old, new in marks.items():
+            text = text.replace(old, new)
+        return text
+
+    e_tmpl, v_tmpl = template(entry0.to_bytes()), template(line0)
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=OFF")
@@ -499,25 +532,30 @@ def fill_log(path: Path, signer: NoteSigner, n: int) -> None:
     for start in range(cr.size, n, 100_000):
         entries, evidence, subtrees = [], [], []
         for seq in range(start, min(n, start + 100_000)):
-            body_sha = hashlib.sha256(seq.to_bytes(8, "big")).hexdigest()
-            tag = b'"seq":%d' % seq
-            line = v_head + tag + v_tail.replace(sha0.encode(), body_sha.encode())
-            entry = (e_head + tag + e_tail.replace(sha0.encode(), body_sha.encode())
-                     + hashlib.sha256(line).hexdigest().encode() + b'"}')
+            header = b'{"bench":%d}' % seq
+            hsha = hashlib.sha256(header).hexdigest()
+            bsha = hashlib.sha256(header + b"body").hexdigest()
+            line = v_tmpl.format(seq=seq, hb64=base64.b64encode(header).decode(),
+                                 bsha=bsha).encode()
+            mid = str(uuid.uuid4())
+            entry = e_tmpl.format(
+                seq=seq, mid=mid, hsha=hsha, esha=hashlib.sha256(line).hexdigest(),
+                psha=hashlib.sha256(header + b"payload").hexdigest()).encode()
             completed: list[tuple[int, bytes]] = []
             leaf = merkle.leaf_hash(entry)
             cr.append(leaf, completed)
-            entries.append((seq, body_sha, leaf, entry))
-            evidence.append((seq, "bench.unit", body_sha, line))
+            entries.append((seq, mid, hsha, leaf, entry))
+            evidence.append((seq, amqp_user(SENDER), bsha, line))
             subtrees += [(h // 8, (cr.size >> h) - 1, x) for h, x in completed if h % 8 == 0]
         db.executemany("INSERT INTO entries (seq, message_id, header_sha256, leaf_hash, body) "
-                       "VALUES (?, NULL, ?, ?, ?)", entries)
+                       "VALUES (?, ?, ?, ?, ?)", entries)
         db.executemany("INSERT INTO evidence (seq, publisher, body_sha256, line) "
                        "VALUES (?, ?, ?, ?)", evidence)
         db.executemany("INSERT INTO subtrees (level, idx, hash) VALUES (?, ?, ?)", subtrees)
         db.execute("UPDATE frontier SET size = ?, hashes = ? WHERE id = 1",
                    (cr.size, cr.to_bytes()))
         db.commit()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the timed appends start from a clean WAL
     db.close()
 
 
@@ -542,6 +580,7 @@ def bench_log_section(work: Path, entries: int, probe: int) -> list[str]:
         proof = tlog.inclusion_proof(seq, size)
         times.append((time.monotonic() - t) * 1000)
     assert merkle.verify_inclusion(tlog.entry(seq).leaf_hash, seq, size, proof, tlog.root())
+    assert Entry.from_bytes(tlog.entries(size // 2, size // 2 + 1).__next__()).seq == size // 2
     tlog.close()
     db_mib = path.stat().st_size / 2**20
     path.unlink()
