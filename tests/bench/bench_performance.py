@@ -111,19 +111,31 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def in_child(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """Run ``fn`` in a forked process; its result and the process's peak RSS in MiB."""
-    out = CTX.Queue()
+def _audit_job(kind: str, d: str, key: str | None, out: Any) -> None:
+    from audit import replay, verify
+    from keys import NoteVerifier
 
-    def main() -> None:
-        result = fn()
-        out.put((result, peak_rss_mib()))
+    start = time.monotonic()
+    if kind == "verify":
+        ok = verify(Path(d), log_key=NoteVerifier.parse(key or "")).ok
+    else:
+        ok = replay(Path(d)) == []
+    secs = time.monotonic() - start
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    out.put((ok, secs, peak_rss_mib(), workers))
 
-    p = CTX.Process(target=main)
+
+def audit_run(kind: str, d: Path, key: str | None = None) -> tuple[float, float, float]:
+    """``audit verify`` or ``replay`` of ``d`` in a new interpreter: seconds, and the peak
+    RSS in MiB of that process and of its largest worker process."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    p = ctx.Process(target=_audit_job, args=(kind, str(d), key, out))
     p.start()
-    result = out.get()
+    ok, secs, rss, workers = out.get()
     p.join()
-    return result
+    assert ok, f"{kind} failed"
+    return secs, rss, workers
 
 
 # --- the world ---------------------------------------------------------------------------
@@ -408,8 +420,6 @@ def bench_latency(w: World, rate: float, seconds: float, log_url: str,
 
 
 def bench_audit_section(work: Path, entries: int, replay_entries: int) -> list[str]:
-    from audit import replay, verify
-
     signer = NoteSigner(bench_audit.ORIGIN, SigningKeyPair.generate())
     lines = []
     sizes = sorted({max(1000, entries // 10), entries})
@@ -421,16 +431,10 @@ def bench_audit_section(work: Path, entries: int, replay_entries: int) -> list[s
         mib = sum(p.stat().st_size for p in d.iterdir()) / 2**20
         base = bench_audit.baseline(d)
 
-        def run_verify(d: Path = d) -> tuple[bool, float]:
-            t = time.monotonic()
-            ok = verify(d, log_key=signer.verifier).ok
-            return ok, time.monotonic() - t
-
-        (ok, secs), rss = in_child(run_verify)
-        assert ok
+        secs, rss, workers = audit_run("verify", d, signer.verifier.line())
         lines.append(f"verify {size:>10,} entries ({mib:,.0f} MiB, made in {made:.0f}s): "
                      f"{size / secs:>9,.0f}/s  baseline {size / base:>9,.0f}/s  "
-                     f"ratio {base / secs:.2f}  peak RSS {rss:.0f} MiB")
+                     f"ratio {base / secs:.2f}  peak RSS {rss:.0f} MiB (workers {workers:.0f})")
         shutil.rmtree(d)
     small, _ = bench_audit.build_replay_export(work, replay_entries, signer)
     base = bench_audit.baseline(small)
@@ -438,16 +442,10 @@ def bench_audit_section(work: Path, entries: int, replay_entries: int) -> list[s
                     ) / replay_entries
     evidence = (small / "evidence.jsonl").stat().st_size / replay_entries
 
-    def run_replay() -> tuple[int, float]:
-        t = time.monotonic()
-        mismatches = replay(small)
-        return len(mismatches), time.monotonic() - t
-
-    (bad, secs), rss = in_child(run_replay)
-    assert bad == 0
+    secs, rss, workers = audit_run("replay", small)
     lines.append(f"replay {replay_entries:>10,} entries: {replay_entries / secs:>9,.0f}/s  "
                  f"baseline {replay_entries / base:>9,.0f}/s  ratio {base / secs:.3f}  "
-                 f"peak RSS {rss:.0f} MiB")
+                 f"peak RSS {rss:.0f} MiB (workers {workers:.0f})")
     lines.append(f"export size per entry: {per_entry:,.0f} bytes, of which evidence "
                  f"{evidence:,.0f} ({evidence / per_entry:.0%})")
     return lines
