@@ -80,6 +80,7 @@ _EVIDENCE: Final = re.compile(
     rf'"body_sha256":"({_HEX64})"\}}')
 _SIG_PARTS: Final = re.compile(r'"key":"([0-9a-f]{32})","sig":"([^"]*)"')
 
+_ALL_NULL: Final = (None,) * 10
 _UNREADABLE: Final = frozenset(
     {Reason.MALFORMED.value, Reason.TOO_LARGE.value, Reason.UNSUPPORTED_VERSION.value})
 #: Times and names already found good: entries of one second share their time, and
@@ -149,7 +150,7 @@ def entry_values(data: bytes) -> dict[str, Any] | None:
         return None
     cats = None if categories is None else (
         [c[1:-1] for c in categories.split(",")] if categories else [])
-    if cats is not None and any(a >= b for a, b in pairwise(cats)):
+    if cats is not None and len(cats) > 1 and any(a >= b for a, b in pairwise(cats)):
         return None
     ground = None if ground is None or ground == "null" else ground[1:-1]
     if not _names_ok(protocol, purpose, sender, recipient, ground, *(cats or ())):
@@ -158,10 +159,10 @@ def entry_values(data: bytes) -> dict[str, Any] | None:
     header_fields = (message_id, kind, protocol, purpose, sender, recipient, status,
                      informed_value, cats, payload_sha256)
     if decision == "refused" and reason in _UNREADABLE:
-        if in_reply_to is not None or any(v is not None for v in header_fields):
+        if in_reply_to is not None or header_fields != _ALL_NULL:
             return None
-    elif any(v is None for v in (message_id, kind, protocol, purpose, sender, recipient,
-                                 informed_value, cats, payload_sha256)):
+    elif None in (message_id, kind, protocol, purpose, sender, recipient, informed_value,
+                  cats, payload_sha256):
         return None
     return {
         "seq": int(seq), "at": at, "message_id": message_id, "kind": kind,
