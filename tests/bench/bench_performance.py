@@ -108,6 +108,11 @@ def pct(values: Sequence[float], q: float) -> float:
 
 
 def peak_rss_mib() -> float:
+    """This process's peak RSS since it last exec'd (``VmHWM``; ``ru_maxrss`` would
+    carry over the RSS of the process it was forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
