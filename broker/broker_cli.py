@@ -16,9 +16,10 @@ import click
 from broker.deployment import Deployment, default_home, load
 from broker.errors import BrokerError
 from broker.router import DirectoryHolder, Router
-from broker.topology import Credentials, amqp_url_for, provision
+from broker.topology import Credentials, provision
 from broker.transfer_log import TransferLog
 from keys import KeysError, NoteSigner, parse_public_key_text, read_private_key
+from protocols.amqp import amqp_urls_for
 from protocols.errors import ProtocolsError
 from registry.client import RegistryClient
 from registry.errors import RegistryError
@@ -109,7 +110,11 @@ def run_command(home: Path | None, log_url: str | None, key_file: Path | None, o
                                         signer=NoteSigner(origin, broker_key), origin=origin)
     except (KeysError, BrokerError, RegistryError, ProtocolsError) as e:
         raise click.ClickException(str(e)) from e
-    router = Router(amqp_url=amqp_url_for(dep.amqp_url, BROKER_USER, password, dep.vhost),
+    try:
+        urls = amqp_urls_for(dep.amqp_url, BROKER_USER, password, dep.vhost)
+    except ValueError as e:
+        raise click.ClickException(f"deployment amqp_url: {e}") from e
+    router = Router(amqp_url=urls,
                     transfer_log=transfer_log, directory=holder, broker_key=broker_key,
                     batch_size=batch_size)
     router.install_signal_handlers()

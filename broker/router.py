@@ -20,6 +20,25 @@ arrive together are decided and appended in one log transaction, and their
 publishes are pipelined (confirms are awaited asynchronously, on pika's
 ``SelectConnection``). Nothing is acked before its entry is committed and its
 publishes are confirmed.
+
+When something fails:
+
+- **RabbitMQ away.** The router reconnects, trying each node it was given in
+  turn, at most :data:`RECONNECT_MAX` seconds apart, so that it routes again
+  within about a second of a node coming back. Whatever it had taken and not
+  acked comes back to it (or another router) and is recognised as above.
+- **The log away** (database down, connection lost, disk full): the batch is
+  held, unacked, and tried again every :data:`RECONNECT_MAX` seconds at most;
+  messages wait in the queue meanwhile (the prefetch bounds what is held), and
+  routing resumes as soon as a commit succeeds. Nothing is handed back, so an
+  outage costs no message a delivery attempt.
+- **A message that fails every time** ("poison": an exception while deciding
+  or appending it): the batch is tried again one message at a time, so the
+  others are routed; the failing message is handed back, and after
+  :data:`POISON_ATTEMPTS` failures in this router it is dead-lettered. The
+  router counts these failures itself: a crash or a lost connection hands
+  back every unacked message, and RabbitMQ's delivery count cannot tell those
+  apart from failures (see ``broker.topology.INGRESS_DELIVERY_LIMIT``).
 """
 
 from __future__ import annotations
@@ -30,7 +49,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
@@ -41,7 +60,7 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 
-from broker.transfer_log import LogBatch, TransferLog
+from broker.transfer_log import LogBatch, LogUnavailable, TransferLog
 from keys import SigningKeyPair, b64encode
 from protocols.amqp import DELIVER, INGRESS
 from protocols.directory import format_time
@@ -60,9 +79,17 @@ from protocols.reasons import Reason
 log = logging.getLogger("infoshare.router")
 
 
-#: Set to ``after_append`` to make the router exit hard right after a log
-#: commit and before any publish: the crash-safety tests use it.
+#: Faults the crash-safety tests inject, never set in a deployment:
+#: ``after_append`` exits hard right after a log commit and before any publish;
+#: ``poison:<message id>`` makes deciding that message fail every time;
+#: ``ack_before_commit`` acks every message as it arrives, before its entry is
+#: committed: a deliberately broken router, which the fault suite must catch.
 FAULT_ENV = "INFOSHARE_ROUTER_FAULT"
+#: Longest wait between two attempts to reach RabbitMQ or the log.
+RECONNECT_MAX = 1.0
+RECONNECT_FIRST = 0.1
+#: Failures of one message in this router before it is dead-lettered.
+POISON_ATTEMPTS = 5
 
 
 def utcnow() -> datetime:
@@ -126,7 +153,7 @@ class Router:
     def __init__(
         self,
         *,
-        amqp_url: str,
+        amqp_url: str | Sequence[str],
         transfer_log: TransferLog,
         directory: DirectoryHolder,
         broker_key: SigningKeyPair,
@@ -136,9 +163,11 @@ class Router:
         directory_refresh: float = 5.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._params = pika.URLParameters(amqp_url)
-        self._params.heartbeat = 30
-        self._params.blocked_connection_timeout = 60
+        urls = [amqp_url] if isinstance(amqp_url, str) else list(amqp_url)
+        if not urls:
+            raise ValueError("the router needs at least one AMQP URL")
+        self._params = [_parameters(u) for u in urls]
+        self._attempt = 0
         self._log = transfer_log
         self._directory = directory
         self._key = broker_key
@@ -147,7 +176,7 @@ class Router:
         self._prefetch = prefetch
         self._refresh_every = directory_refresh
         self._clock = clock
-        self._fault = os.environ.get(FAULT_ENV, "")
+        self._fault, _, self._fault_arg = os.environ.get(FAULT_ENV, "").partition(":")
         self.stats = RouterStats()
         self._stop = threading.Event()
         self._connection: pika.SelectConnection | None = None
@@ -159,26 +188,42 @@ class Router:
         self._by_publish: dict[tuple[str, int], _Pending] = {}  # (type, seq) -> message
         self._consumer_tag: str | None = None
         self._ticks = 0
+        self._held: list[_Inbound] = []  # taken while the log was away; tried again
+        self._retry_scheduled = False
+        self._retry_delay = RECONNECT_FIRST
+        self._log_away = False
+        self._failures: dict[str, int] = {}  # body hash -> failures in this router
         self.ready = threading.Event()
 
     # --- lifecycle -------------------------------------------------------------------
 
     def run(self) -> None:
-        """Route until :meth:`stop`; reconnect with backoff when RabbitMQ goes away."""
-        backoff = 0.5
+        """Route until :meth:`stop`; reconnect when RabbitMQ goes away.
+
+        Each attempt tries the next node given; the wait between attempts
+        doubles from :data:`RECONNECT_FIRST` up to :data:`RECONNECT_MAX` and
+        starts again once a connection was open.
+        """
+        backoff = RECONNECT_FIRST
         refresher = threading.Thread(target=self._refresh_loop, name="directory", daemon=True)
         refresher.start()
         while not self._stop.is_set():
+            params = self._params[self._attempt % len(self._params)]
+            self._attempt += 1
             try:
-                self._run_connection()
-                backoff = 0.5
+                consumed = self._run_connection(params)
             except (pika.exceptions.AMQPError, OSError) as e:
-                log.warning("rabbitmq connection lost (%s); retrying in %.1fs",
-                            type(e).__name__, backoff)
+                log.warning("rabbitmq at %s:%s unreachable (%s); next attempt in %.1fs",
+                            params.host, params.port, type(e).__name__, backoff)
+                consumed = False
+            if consumed:
+                backoff = RECONNECT_FIRST  # it worked: try again at once, on the next node
+                continue
             if self._stop.wait(backoff):
                 break
-            backoff = min(backoff * 2, 30.0)
-        self._log.checkpoint_if_due(self._clock())
+            backoff = min(backoff * 2, RECONNECT_MAX)
+        with contextlib.suppress(Exception):  # the log may be the thing that is away
+            self._log.checkpoint_if_due(self._clock())
 
     def stop(self) -> None:
         """Stop cleanly: no new deliveries, finish what was taken, then close. Thread-safe."""
@@ -204,14 +249,19 @@ class Router:
             except Exception as e:  # keep deciding with the version we have
                 log.warning("directory refresh failed (%s)", type(e).__name__)
 
-    def _run_connection(self) -> None:
+    def _run_connection(self, params: pika.ConnectionParameters) -> bool:
+        """Route on one connection until it closes; True if it got as far as consuming."""
+        # Delivery tags belong to a channel: whatever was taken on the last one is
+        # RabbitMQ's again, so forget it.
         self._inbound.clear()
+        self._held.clear()
         self._awaiting.clear()
         self._by_publish.clear()
         self._publish_tag = 0
         self._flush_scheduled = False
+        self._retry_scheduled = False
         conn = pika.SelectConnection(
-            self._params,
+            params,
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_connection_closed,
@@ -221,9 +271,11 @@ class Router:
         conn.ioloop.start()
         self._connection = None
         self._channel = None
+        consumed = self.ready.is_set()
         self.ready.clear()
         if self._open_error is not None:
             raise pika.exceptions.AMQPConnectionError(str(self._open_error))
+        return consumed
 
     def _on_open_error(self, conn: pika.SelectConnection, err: BaseException | str) -> None:
         self._open_error = err if isinstance(err, BaseException) else Exception(err)
@@ -286,10 +338,11 @@ class Router:
     def _tick(self) -> None:
         """Once a second: sign a checkpoint when one is due (at least every 10 s);
         once a minute: the counts so far, by decision and reason code only."""
-        try:
-            self._log.checkpoint_if_due(self._clock())
-        except Exception as e:
-            log.error("checkpoint failed (%s)", type(e).__name__)
+        if not self._held:  # while the log is away there is nothing to sign
+            try:
+                self._log.checkpoint_if_due(self._clock())
+            except Exception as e:
+                log.error("checkpoint failed (%s)", type(e).__name__)
         self._ticks += 1
         if self._ticks % 60 == 0:
             s = self.stats
@@ -304,6 +357,8 @@ class Router:
 
     def _on_message(self, ch: pika.channel.Channel, method: pika.spec.Basic.Deliver,
                     props: pika.spec.BasicProperties, body: bytes) -> None:
+        if self._fault == "ack_before_commit":
+            ch.basic_ack(method.delivery_tag)  # the deliberate bug: acked before it is safe
         self._inbound.append(_Inbound(method.delivery_tag, body, props.user_id,
                                       bool(method.redelivered)))
         if len(self._inbound) >= self._batch_size:
@@ -315,25 +370,26 @@ class Router:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if not self._inbound:
-            return
+        if not self._inbound or self._held:
+            return  # while the log is away, the retry takes what arrives with it
         batch, self._inbound = self._inbound, []
+        self._route(batch)
+
+    def _route(self, batch: list[_Inbound]) -> None:
         now = self._clock().replace(microsecond=0)
         directory = self._directory.current
         try:
             results = self._decide_batch(batch, directory, now)
-        except Exception as e:
-            # The log could not be written (database away) or something
-            # unforeseen failed: nothing of this batch was committed or acked,
-            # so hand it back. A message that fails every time reaches the
-            # queue's delivery limit and is dead-lettered for an operator.
-            log.error("batch of %d returned to the queue (%s)", len(batch), type(e).__name__)
-            log.debug("batch failure", exc_info=True)
-            ch = self._channel
-            if ch is not None and ch.is_open:
-                for msg in batch:
-                    ch.basic_nack(msg.delivery_tag, requeue=True)
+        except LogUnavailable as e:
+            self._hold(batch, e)
             return
+        except Exception as e:
+            self._isolate(batch, e)
+            return
+        if self._log_away:
+            log.warning("transfer log back: routing again")
+            self._log_away = False
+            self._retry_delay = RECONNECT_FIRST
         if self._fault == "after_append":
             log.error("fault injection: exiting between append and publish")
             os._exit(137)
@@ -344,29 +400,111 @@ class Router:
         except Exception as e:  # the next tick tries again
             log.error("checkpoint failed (%s)", type(e).__name__)
 
+    def _hold(self, batch: list[_Inbound], error: Exception) -> None:
+        """Keep ``batch`` unacked and try it again later: the log is away, not the messages
+        at fault. Handing them back would count against their delivery limit."""
+        if not self._log_away:
+            self._log_away = True
+            log.error("transfer log unavailable (%s); holding what arrives, nothing acked "
+                      "until it is back", type(error).__name__)
+        self._held.extend(batch)
+        self._schedule_retry()
+
+    def _schedule_retry(self) -> None:
+        conn = self._connection
+        if not self._retry_scheduled and conn is not None:
+            self._retry_scheduled = True
+            conn.ioloop.call_later(self._retry_delay, self._retry_held)
+            self._retry_delay = min(self._retry_delay * 2, RECONNECT_MAX)
+
+    def _retry_held(self) -> None:
+        self._retry_scheduled = False
+        try:
+            self._log.size()  # a cheap look before deciding everything held again
+        except Exception:
+            self._schedule_retry()
+            return
+        batch = self._held + self._inbound
+        self._held, self._inbound = [], []
+        if batch:
+            self._route(batch)
+
+    def _isolate(self, batch: list[_Inbound], error: Exception) -> None:
+        """Something in ``batch`` failed: route its messages one by one, so that only the
+        one at fault is handed back."""
+        if len(batch) > 1:
+            log.error("batch of %d failed (%s); routing its messages one at a time",
+                      len(batch), type(error).__name__)
+            for msg in batch:
+                self._route([msg])
+            return
+        msg = batch[0]
+        key = hashlib.sha256(msg.body).hexdigest()
+        failures = self._failures.get(key, 0) + 1
+        log.debug("message failure", exc_info=error)
+        ch = self._channel
+        if ch is None or not ch.is_open:
+            return
+        if failures >= POISON_ATTEMPTS:
+            self._failures.pop(key, None)
+            log.error("message body_sha256=%s failed %d times (%s): dead-lettered", key,
+                      failures, type(error).__name__)
+            self._settle(ch, msg.delivery_tag, ack=False, requeue=False)
+            return
+        if len(self._failures) >= 10_000:  # a bound, not a cache: poison is rare
+            self._failures.clear()
+        self._failures[key] = failures
+        log.error("message body_sha256=%s failed (%s); handed back (%d of %d)", key,
+                  type(error).__name__, failures, POISON_ATTEMPTS)
+        self._settle(ch, msg.delivery_tag, ack=False, requeue=True)
+
+    def _settle(self, ch: pika.channel.Channel, delivery_tag: int, *, ack: bool = True,
+                requeue: bool = False) -> None:
+        if self._fault == "ack_before_commit":
+            return  # acked already, on arrival
+        if ack:
+            ch.basic_ack(delivery_tag)
+        else:
+            ch.basic_nack(delivery_tag, requeue=requeue)
+
     def _decide_batch(self, batch: list[_Inbound], directory: Directory, now: datetime
                       ) -> list[tuple[_Inbound, Entry, ParsedEnvelope | None]]:
         """Decide and append a batch in one log transaction; committed on return.
 
         ``now`` has whole seconds, as entries record them, so that a replay
         re-runs the very same decision.
+
+        Raises:
+            LogUnavailable: the log cannot be written just now; nothing was.
+            Exception: anything else that failed; nothing of the batch was logged.
         """
         results: list[tuple[_Inbound, Entry, ParsedEnvelope | None]] = []
+        again: list[bool] = []
         # Parsing is pure: done before the log's lock is taken.
         parsed = [(msg, _parse(msg.body)) for msg in batch]
         with self._log.batch() as lb:
             lb.prefetch(_ids_to_look_up(outcome for _, outcome in parsed))
             for msg, outcome in parsed:
-                entry, env, again = self._decide_and_append(lb, msg, outcome, directory, now)
+                if (self._fault == "poison" and isinstance(outcome, ParsedEnvelope)
+                        and outcome.header.message_id == self._fault_arg):
+                    raise RuntimeError("fault injection: a message that fails every time")
+                entry, env, redelivered = self._decide_and_append(lb, msg, outcome, directory,
+                                                                  now)
                 results.append((msg, entry, env))
-                if again:
-                    self.stats.redelivered += 1
-                elif entry.decision == "routed":
-                    self.stats.routed += 1
-                else:
-                    self.stats.refused += 1
-                    reason = entry.reason or ""
-                    self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
+                again.append(redelivered)
+        # Committed: only now are the decisions counted and logged.
+        for (_, entry, _env), redelivered in zip(results, again, strict=True):
+            if redelivered:
+                self.stats.redelivered += 1
+                log.info("redelivery message_id=%s seq=%d", entry.message_id, entry.seq)
+                continue
+            _log_decision(entry)
+            if entry.decision == "routed":
+                self.stats.routed += 1
+            else:
+                self.stats.refused += 1
+                reason = entry.reason or ""
+                self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
         return results
 
     def _decide_and_append(
@@ -382,14 +520,12 @@ class Router:
             draft = _unreadable_draft(refusal, body_sha, directory.version, now)
             entry = lb.append(draft, Evidence(header=None, signatures=None,
                                               user_id=msg.user_id, body_sha256=body_sha))
-            _log_decision(entry)
             return entry, None, False
 
         env = outcome
         header = env.header
         logged = lb.find_logged(header.message_id, env.header_sha256, body_sha, msg.user_id)
         if logged is not None:
-            log.info("redelivery message_id=%s seq=%d", header.message_id, logged.seq)
             return logged, env, True
         decision = decide(env.submission(msg.user_id), directory, lb, now)
         draft = EntryDraft(
@@ -418,7 +554,6 @@ class Router:
             body_sha256=body_sha,
         )
         entry = lb.append(draft, evidence)
-        _log_decision(entry)
         return entry, env, False
 
     def _publish_outcome(self, msg: _Inbound, entry: Entry, env: ParsedEnvelope | None,
@@ -448,7 +583,7 @@ class Router:
                               message_id=entry.message_id,
                               headers={"infoshare-seq": entry.seq, "infoshare-leaf": leaf}))
         if pending.outstanding == 0:
-            ch.basic_ack(msg.delivery_tag)
+            self._settle(ch, msg.delivery_tag)
 
     def _publish(self, ch: pika.channel.Channel, pending: _Pending, *, routing_key: str,
                  body: bytes, props: pika.BasicProperties) -> None:
@@ -501,14 +636,26 @@ class Router:
             if ch is None or not ch.is_open:
                 continue
             if pending.unroutable:
-                ch.basic_nack(pending.delivery_tag, requeue=False)
+                self._settle(ch, pending.delivery_tag, ack=False, requeue=False)
             elif pending.failed:
                 # Logged already: requeue, and the redelivery publishes again.
-                ch.basic_nack(pending.delivery_tag, requeue=True)
+                self._settle(ch, pending.delivery_tag, ack=False, requeue=True)
             else:
-                ch.basic_ack(pending.delivery_tag)
+                self._settle(ch, pending.delivery_tag)
         if self._stop.is_set():
             self._maybe_close()
+
+
+def _parameters(url: str) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    params.connection_attempts = 1  # the router's own loop retries, on the next node
+    # A node that is paused or cut off is noticed within seconds, not minutes: TCP
+    # and the AMQP handshake time out, and two missed heartbeats close a connection.
+    params.socket_timeout = 5
+    params.stack_timeout = 10
+    params.heartbeat = 10
+    params.blocked_connection_timeout = 60
+    return params
 
 
 def _parse(body: bytes) -> ParsedEnvelope | Reason:

@@ -1,0 +1,71 @@
+"""Fixtures of the fault scenarios: their own RabbitMQ node, a registry, a results table.
+
+The scenarios restart and kill their node, so it is theirs alone (not the
+session's ``rabbit_node``). Every scenario adds its outcome to ``fault_table``,
+printed at the end of the run: scenario, messages, faults, lost, duplicated,
+unexpected and the time to recover.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from harness import Outcome, RegistryServer
+
+from broker.node import NodeConfig, NodeError, RabbitNode
+from broker.topology import Credentials
+
+_OUTCOMES: list[Outcome] = []
+
+
+@pytest.fixture(scope="session")
+def faults_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    data_dir = tmp_path_factory.mktemp("faults-rabbit")
+    node = RabbitNode(NodeConfig.in_directory(data_dir, name=f"infoshare-faults-{os.getpid()}"))
+    try:
+        node.start()
+    except NodeError as e:
+        pytest.fail(f"could not start a private RabbitMQ node:\n{e}", pytrace=False)
+    try:
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fault_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    registry = RegistryServer(tmp_path_factory.mktemp("faults-registry"))
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture(scope="session")
+def fault_credentials(tmp_path_factory: pytest.TempPathFactory) -> Credentials:
+    return Credentials(tmp_path_factory.mktemp("faults-credentials") / "credentials.json")
+
+
+@pytest.fixture
+def fault_table() -> list[Outcome]:
+    return _OUTCOMES
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _OUTCOMES:
+        return
+    tr = terminalreporter
+    tr.section("fault scenarios")
+    tr.write_line("| scenario | messages | faults injected | lost | duplicated | unexpected "
+                  "| recovery (s, max) | log |")
+    tr.write_line("|---|---|---|---|---|---|---|---|")
+    for o in _OUTCOMES:
+        kinds: dict[str, int] = {}
+        for f in o.faults:
+            kinds[f.what] = kinds.get(f.what, 0) + 1
+        faults = ", ".join(f"{n} x {k}" for k, n in kinds.items()) or "-"
+        lost, dup, unexpected = o.result.counts
+        tr.write_line(f"| {o.name} | {o.messages} | {faults} | {lost} | {dup} | {unexpected} "
+                      f"| {o.recovery} | {'verifies' if o.log.ok else 'FAILS'} |")

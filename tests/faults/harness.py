@@ -1,0 +1,499 @@
+"""The world a fault scenario runs in, with real parts only.
+
+- a registry (SQLite) served over real HTTP from a thread, which can be
+  stopped and served again on the same port;
+- a RabbitMQ vhost on a private node or cluster, provisioned by
+  ``broker.topology.provision``;
+- routers as ``infoshare broker run`` processes (kill -9 is a real crash);
+- senders and recipients as processes of their own (``actors.py``), each
+  journalling what it did for the checker.
+
+A :class:`Scenario` starts and crashes them, waits for events (a log that
+grows, journals that say everything was confirmed and processed) rather than
+for fixed times, and ends with :meth:`Scenario.finish`: the checker's counts
+and a verified, replayed export of the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pika
+import sqlalchemy as sa
+from checker import History, LogVerdict, Result, check, entry_key, verify_log
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from agency.deployment import Deployment
+from broker.broker_cli import DEFAULT_ORIGIN
+from broker.node import RabbitNode
+from broker.topology import DEAD_LETTER, Credentials, ManagementAPI, provision
+from broker.transfer_log import TransferLog
+from keys import (
+    EncryptionKeyPair,
+    NoteSigner,
+    SigningKeyPair,
+    b64decode,
+    b64encode,
+    write_private_key,
+    write_public_key,
+)
+from protocols.amqp import amqp_url_for
+from protocols.envelope import EnvelopeRefused, parse_envelope
+from protocols.model import amqp_user
+from registry.app import create_app
+from registry.client import RegistryClient
+from registry.datadir import create_data_dir
+from registry.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+ACTORS = Path(__file__).resolve().parent / "actors.py"
+WY = REPO / "protocols" / "definitions" / "west-yorkshire-iisp-2016.yaml"
+PASSPHRASE = "fault scenario passphrase"
+
+#: Units that send referrals (any unit may, for safeguarding-referral) ...
+SENDERS = ("leeds-cc/education-safeguarding", "kirklees-mbc/public-health",
+           "wakefield-mdc/early-help")
+#: ... to the front doors, which receive them with the SDK and send receipts back.
+RECIPIENTS = ("leeds-cc/front-door", "bradford-mdc/front-door")
+#: The unit that floods the broker with bodies that are not envelopes.
+FLOODER = "calderdale-mbc/education-safeguarding"
+UNITS = (*SENDERS, *RECIPIENTS, FLOODER)
+
+_DECISION = re.compile(rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO infoshare\.router "
+                       rb"(?:decision seq=|redelivery )", re.M)
+
+
+def wait_for(what: str, ready: Callable[[], bool], timeout: float,
+             interval: float = 0.05) -> float:
+    """Poll ``ready`` until it holds; returns the seconds it took.
+
+    Raises:
+        AssertionError: not within ``timeout`` seconds.
+    """
+    start = time.monotonic()
+    while not ready():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(interval)
+    return time.monotonic() - start
+
+
+# --- the registry ----------------------------------------------------------------------
+
+
+@dataclass
+class UnitKeys:
+    signing: SigningKeyPair
+    encryption: EncryptionKeyPair
+
+
+class RegistryServer:
+    """The registry on SQLite, served over HTTP from a thread; it can go away and come back."""
+
+    def __init__(self, root: Path) -> None:
+        now = datetime.now(UTC) - timedelta(minutes=5)
+        data_dir, signing = create_data_dir(root / "registry", b"registry passphrase")
+        self.key = signing.public
+        self.key_file = data_dir.path / "registry-key.pub"
+        self.store = Store(data_dir.database_url, signing_key=signing)
+        self.store.initialise(actor="faults")
+        self.store.load_protocol(WY.read_text(encoding="utf-8"), actor="faults")
+        self.broker_key = SigningKeyPair.generate()
+        self.store.register_key("broker", "broker", "signing", self.broker_key.public, now,
+                                actor="faults")
+        self.units: dict[str, UnitKeys] = {}
+        for address in UNITS:
+            keys = UnitKeys(SigningKeyPair.generate(), EncryptionKeyPair.generate())
+            self.store.register_key("unit", address, "signing", keys.signing.public, now,
+                                    actor="faults")
+            self.store.register_key("unit", address, "encryption", keys.encryption.public, now,
+                                    actor="faults")
+            self.units[address] = keys
+        self.agency_token = self.store.create_token("agency", "faults", actor="faults")[1]
+        self.auditor_token = self.store.create_token("auditor", "faults", actor="faults")[1]
+        self._app = create_app({"REGISTRY_STORE": self.store,
+                                "SECRET_KEY": data_dir.session_secret()})
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request
+        self.port = 0
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving: from now on connections are refused."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def directories(self, version: int) -> bytes:
+        return RegistryClient(self.url, self.auditor_token, self.key).signed_directory(version)
+
+
+# --- processes -------------------------------------------------------------------------
+
+
+class Process:
+    """A child process with its output in a file."""
+
+    def __init__(self, name: str, args: list[str], output: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.output = output
+        with output.open("ab") as f:
+            self.proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **env}, cwd=REPO)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """kill -9: a crash."""
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit status."""
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(timeout=30)
+
+
+class Router(Process):
+    def wait_ready(self, since: int = 0, timeout: float = 60) -> None:
+        def ready() -> bool:
+            if not self.alive:
+                raise AssertionError(f"{self.name} exited:\n{self.text()[-3000:]}")
+            return b"consuming" in self.output.read_bytes()[since:]
+        wait_for(f"{self.name} consuming", ready, timeout)
+
+    def decision_times(self) -> list[float]:
+        """Wall-clock times of the decisions (and redeliveries) this router logged."""
+        return [datetime.strptime(m.group(1).decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                for m in _DECISION.finditer(self.output.read_bytes())]
+
+
+# --- the scenario ----------------------------------------------------------------------
+
+
+@dataclass
+class Fault:
+    what: str
+    ended: float  # wall-clock time the fault was over (process back, node back ...)
+    recovered: float | None = None  # seconds to the first message routed after it
+
+
+@dataclass
+class Outcome:
+    name: str
+    messages: int
+    faults: list[Fault]
+    result: Result
+    log: LogVerdict
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def recovery(self) -> str:
+        times = [f.recovered for f in self.faults if f.recovered is not None]
+        return f"{max(times):.2f}" if times else "-"
+
+    def line(self) -> str:
+        return (f"{self.name}: messages={self.messages} faults={len(self.faults)} "
+                f"{self.result.line()} recovery_max={self.recovery}s {self.log.line()}")
+
+
+class Scenario:
+    """One fault scenario in its own vhost, home directory and transfer log."""
+
+    def __init__(self, name: str, root: Path, registry: RegistryServer,
+                 nodes: list[RabbitNode], credentials: Credentials, *,
+                 log_url: str | None = None) -> None:
+        self.name = name
+        self.root = root
+        self.registry = registry
+        self.nodes = nodes
+        self.credentials = credentials
+        self.vhost = f"faults-{name}"
+        self.home = root / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_url = log_url or f"sqlite:///{self.home / 'transfer-log.db'}"
+        self.routers: list[Router] = []
+        self.senders: dict[str, Process] = {}
+        self.recipients: dict[str, Process] = {}
+        self.sender_journals: dict[str, Path] = {}
+        self.recipient_journals: dict[str, Path] = {}
+        self.faults: list[Fault] = []
+        self._seq = 0
+        self.management = ManagementAPI(nodes[0].management_url, "guest", "guest")
+        self.management.delete(f"/api/vhosts/{self.vhost}")
+        provision(nodes[0].management_url, "guest", "guest",
+                  RegistryClient(registry.url, registry.agency_token, registry.key).directory(),
+                  credentials, vhost=self.vhost)
+        write_public_key(self.home / "broker-key.pub", registry.broker_key.public)
+        write_private_key(self.home / "broker.signing.key", kind="signing", owner="broker",
+                          private=registry.broker_key.seed, public=registry.broker_key.public,
+                          passphrase=PASSPHRASE.encode())
+        Deployment(amqp_url=",".join(self.amqp_bases), vhost=self.vhost,
+                   registry_url=registry.url, registry_key=str(registry.key_file),
+                   broker_key=str(self.home / "broker-key.pub"),
+                   credentials=str(credentials.path),
+                   agency_token=registry.agency_token).save(self.home)
+
+    @property
+    def amqp_bases(self) -> list[str]:
+        return [f"amqp://{n.config.host}:{n.config.amqp_port}" for n in self.nodes]
+
+    def _urls(self, user: str) -> list[str]:
+        password = self.credentials.password(user)
+        return [amqp_url_for(b, user, password, self.vhost) for b in self.amqp_bases]
+
+    def _next(self, what: str) -> str:
+        self._seq += 1
+        return f"{what}-{self._seq}"
+
+    # --- routers ----------------------------------------------------------------------
+
+    def start_router(self, *, env: dict[str, str] | None = None, ready: bool = True,
+                     log_url: str | None = None) -> Router:
+        name = self._next("router")
+        router = Router(name, [sys.executable, "-m", "infoshare.cli", "-v", "broker", "run",
+                               "--home", str(self.home), "--log-url", log_url or self.log_url],
+                        self.root / f"{name}.log",
+                        {"INFOSHARE_PASSPHRASE": PASSPHRASE, **(env or {})})
+        self.routers.append(router)
+        if ready:
+            router.wait_ready()
+        return router
+
+    def crash_router(self, router: Router, *, env: dict[str, str] | None = None) -> Router:
+        """kill -9 ``router`` and start another in its place, as a supervisor would."""
+        router.kill()
+        again = self.start_router(env=env, ready=False)
+        self.faults.append(Fault("router kill -9", time.time()))
+        again.wait_ready()
+        return again
+
+    def first_routed_after(self, t: float) -> float | None:
+        times = [d for r in self.routers for d in r.decision_times() if d >= t - 0.001]
+        return min(times) - t if times else None
+
+    # --- actors -----------------------------------------------------------------------
+
+    def _spec(self, name: str, doc: dict[str, Any]) -> Path:
+        path = self.root / f"{name}.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f)
+        return path
+
+    def start_sender(self, unit: str, count: int, *, rate: float | None = None,
+                     kind: str = "valid", window: int = 256,
+                     message_ids: dict[int, str] | None = None,
+                     recipients: tuple[str, ...] = RECIPIENTS) -> Process:
+        name = self._next(f"send-{amqp_user(unit)}")
+        journal = self.root / f"{name}.journal"
+        self.sender_journals[name] = journal
+        keys = self.registry.units[unit]
+        spec = self._spec(name, {
+            "unit": unit, "amqp": self._urls(amqp_user(unit)), "count": count, "rate": rate,
+            "kind": kind, "window": window, "journal": str(journal),
+            "signing_seed": b64encode(keys.signing.seed),
+            "message_ids": {str(k): v for k, v in (message_ids or {}).items()},
+            "recipients": {r: b64encode(self.registry.units[r].encryption.public)
+                           for r in recipients}})
+        proc = Process(name, [sys.executable, str(ACTORS), "send", str(spec)],
+                       self.root / f"{name}.log", {})
+        self.senders[name] = proc
+        return proc
+
+    def start_recipient(self, unit: str) -> Process:
+        name = self._next(f"recv-{amqp_user(unit)}")
+        self.recipient_journals.setdefault(unit, self.root / f"{amqp_user(unit)}.journal")
+        keys = self.registry.units[unit]
+        spec = self._spec(name, {
+            "unit": unit, "amqp": self._urls(amqp_user(unit)),
+            "journal": str(self.recipient_journals[unit]),
+            "signing_seed": b64encode(keys.signing.seed),
+            "encryption_secret": b64encode(keys.encryption.secret),
+            "registry_url": self.registry.url, "registry_token": self.registry.agency_token,
+            "registry_key": b64encode(self.registry.key),
+            "broker_key": b64encode(self.registry.broker_key.public),
+            "state_dir": str(self.root / amqp_user(unit) / "state"),
+            "out_dir": str(self.root / amqp_user(unit) / "records")})
+        proc = Process(name, [sys.executable, str(ACTORS), "receive", str(spec)],
+                       self.root / f"{name}.log", {})
+        self.recipients[name] = proc
+        return proc
+
+    def start_recipients(self) -> None:
+        for unit in RECIPIENTS:
+            self.start_recipient(unit)
+
+    # --- observing --------------------------------------------------------------------
+
+    def open_log(self) -> TransferLog:
+        return TransferLog.open(self.log_url, signer=NoteSigner(DEFAULT_ORIGIN,
+                                                                self.registry.broker_key),
+                                origin=DEFAULT_ORIGIN)
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every committed entry of the log (read without the routers' lock)."""
+        engine = sa.create_engine(self.log_url.replace("postgresql://", "postgresql+psycopg://"))
+        try:
+            with engine.connect() as conn:
+                if not sa.inspect(conn).has_table("entries"):
+                    return []
+                rows = conn.execute(sa.text("SELECT body FROM entries ORDER BY seq")).all()
+        except sa.exc.OperationalError:
+            return []  # the database is away: nothing can be read just now
+        finally:
+            engine.dispose()
+        return [json.loads(bytes(r[0])) for r in rows]
+
+    def log_size(self) -> int:
+        return len(self.entries())
+
+    def history(self) -> History:
+        units = {name: path for name, path in self.sender_journals.items()}
+        return History.read(units, self.recipient_journals)
+
+    def settled(self) -> bool:
+        """Every sender done, and every confirmed message processed or refused in the log,
+        and every processed message's receipt logged."""
+        if any(p.alive for p in self.senders.values()):
+            return False
+        h = self.history()
+        entries = self.entries()
+        refused = {entry_key(e) for e in entries if e["decision"] == "refused"}
+        receipts = {e["in_reply_to"] for e in entries if e["kind"] == "receipt"}
+        waiting = [k for k in h.confirmed if k not in h.processed and k not in refused]
+        return not waiting and set(h.processed) <= receipts
+
+    def wait_settled(self, timeout: float = 180) -> float:
+        return wait_for(f"{self.name}: everything confirmed processed or refused", self.settled,
+                        timeout, interval=0.25)
+
+    def wait_log_grows(self, by: int = 1, timeout: float = 60) -> None:
+        start = self.log_size()
+        wait_for(f"{self.name}: log grows by {by}", lambda: self.log_size() >= start + by,
+                 timeout)
+
+    def ingress_depth(self) -> int:
+        """Messages in the ingress queues, ready or taken and not yet acked (the management
+        API's figures, a few seconds old at most)."""
+        vhost = urllib.parse.quote(self.vhost, safe="")
+        queues = self.management.get(f"/api/queues/{vhost}", query="columns=name,messages")
+        return sum(int(q.get("messages") or 0) for q in queues or []
+                   if str(q["name"]).startswith("infoshare.ingress"))
+
+    def dead_letters(self) -> list[str]:
+        """The keys of the messages in the dead-letter queue (taken out of it)."""
+        path = f"/api/queues/{urllib.parse.quote(self.vhost, safe='')}/{DEAD_LETTER}/get"
+        found = self.management._call("POST", path, {"count": 10000,
+                                                     "ackmode": "ack_requeue_false",
+                                                     "encoding": "base64"})[1] or []
+        keys = []
+        for m in found:
+            body = b64decode(m["payload"])
+            try:
+                keys.append(parse_envelope(body).header.message_id)
+            except EnvelopeRefused:
+                import hashlib
+                keys.append(f"sha256:{hashlib.sha256(body).hexdigest()}")
+        return keys
+
+    # --- the end ----------------------------------------------------------------------
+
+    def measure_recoveries(self) -> None:
+        for f in self.faults:
+            if f.recovered is None:
+                f.recovered = self.first_routed_after(f.ended)
+
+    def finish(self, *, settle_timeout: float = 180, expect_dead: set[str] | None = None
+               ) -> Outcome:
+        with contextlib.suppress(AssertionError):
+            self.wait_settled(settle_timeout)
+        self.measure_recoveries()
+        for p in [*self.senders.values(), *self.recipients.values(), *self.routers]:
+            p.stop()
+        dead = self.dead_letters()
+        history = self.history()
+        result = check(history, self.entries(), dead)
+        transfer_log = self.open_log()
+        try:
+            verdict = verify_log(transfer_log, self.root / "export",
+                                 directories=self.registry.directories,
+                                 registry_key=self.registry.key)
+        finally:
+            transfer_log.close()
+        outcome = Outcome(self.name, len(history.attempted), self.faults, result, verdict,
+                          {"dead": sorted(dead)})
+        print(outcome.line(), flush=True)
+        return outcome
+
+    def cleanup(self) -> None:
+        for p in [*self.senders.values(), *self.recipients.values(), *self.routers]:
+            if p.alive:
+                p.kill()
+        with contextlib.suppress(Exception):
+            self.management.delete(f"/api/vhosts/{self.vhost}")
+
+
+def assert_clean(outcome: Outcome, *, dead: set[str] | None = None) -> None:
+    """The verdict every scenario must reach: 0 lost, 0 duplicated, 0 unexpected, a log
+    that verifies and replays, and nothing dead-lettered but what the scenario expects."""
+    r = outcome.result
+    assert r.counts == (0, 0, 0), f"{outcome.line()}\n{r.examples()}"
+    assert outcome.log.ok, f"{outcome.line()}\n{outcome.log.detail}"
+    assert set(outcome.notes["dead"]) == (dead or set()), outcome.line()
+    assert r.confirmed == r.sent, f"not every message was confirmed: {outcome.line()}"
+
+
+@contextlib.contextmanager
+def scenario(name: str, root: Path, registry: RegistryServer, nodes: list[RabbitNode],
+             credentials: Credentials, **kw: Any) -> Iterator[Scenario]:
+    s = Scenario(name, root, registry, nodes, credentials, **kw)
+    try:
+        yield s
+    finally:
+        s.cleanup()
+
+
+def connection(url: str) -> pika.BlockingConnection:
+    params = pika.URLParameters(url)
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    return pika.BlockingConnection(params)
