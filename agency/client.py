@@ -442,22 +442,28 @@ class _Rejected(Exception):
 class AgencyClient:
     """Send and receive for one unit. See the module docstring for the guarantees.
 
-    ``amqp_url`` carries the unit's user (which must be ``amqp_user(unit)``),
+    ``amqp_url`` (or each of several, the nodes of a cluster, tried in turn)
+    carries the unit's user (which must be ``amqp_user(unit)``),
     password and vhost. ``directory`` is called for a fresh verified
     directory (e.g. ``RegistryClient.directory``). ``broker_key`` is the raw
     public key the broker signs notices with. ``countersigners`` are manager
     keys added to every envelope sent (``send(approvals=...)`` adds more).
     """
 
-    def __init__(self, *, unit: Address, amqp_url: str, signing_key: SigningKeyPair,
+    def __init__(self, *, unit: Address, amqp_url: str | Sequence[str],
+                 signing_key: SigningKeyPair,
                  encryption_keys: Sequence[EncryptionKeyPair],
                  directory: Callable[[], Directory], broker_key: bytes, state_dir: Path,
                  countersigners: Sequence[SigningKeyPair] = ()) -> None:
         self.unit = unit
         self.user = amqp_user(unit)
-        url_user = urllib.parse.unquote(urllib.parse.urlsplit(amqp_url).username or "")
-        if url_user != self.user:
-            raise ValueError(f"the AMQP URL's user must be {self.user}, the unit's user")
+        urls = [amqp_url] if isinstance(amqp_url, str) else list(amqp_url)
+        if not urls:
+            raise ValueError("at least one AMQP URL is needed")
+        for url in urls:
+            url_user = urllib.parse.unquote(urllib.parse.urlsplit(url).username or "")
+            if url_user != self.user:
+                raise ValueError(f"the AMQP URL's user must be {self.user}, the unit's user")
         if not encryption_keys:
             raise ValueError("at least one encryption key is needed to open payloads")
         self.state_dir = Path(state_dir)
@@ -466,18 +472,23 @@ class AgencyClient:
         self._directory = directory
         self._broker_key = broker_key
         self._countersigners = tuple(countersigners)
-        self._params = pika.URLParameters(amqp_url)
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(amqp_url).query)
-        if "heartbeat" not in query:
-            self._params.heartbeat = HEARTBEAT
-        if "blocked_connection_timeout" not in query:
-            self._params.blocked_connection_timeout = BLOCKED_TIMEOUT
-        self._params.connection_attempts = 1  # retries are ours, with backoff
-        self._params.client_properties = {"connection_name": f"infoshare-client {self.user}"}
+        # Several URLs are the nodes of a cluster, tried in turn.
+        self._params = [self._parameters(url) for url in urls]
         self._local = threading.local()
         self.store = StateStore(self.state_dir)
 
     # --- connections ---------------------------------------------------------------------
+
+    def _parameters(self, url: str) -> pika.URLParameters:
+        params = pika.URLParameters(url)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+        if "heartbeat" not in query:
+            params.heartbeat = HEARTBEAT
+        if "blocked_connection_timeout" not in query:
+            params.blocked_connection_timeout = BLOCKED_TIMEOUT
+        params.connection_attempts = 1  # retries are ours, with backoff
+        params.client_properties = {"connection_name": f"infoshare-client {self.user}"}
+        return params
 
     def _connection(self) -> BlockingConnection:
         conn: BlockingConnection | None = getattr(self._local, "conn", None)
@@ -550,7 +561,9 @@ class AgencyClient:
         delay = BACKOFF_FIRST
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
-                self._confirm_channel().basic_publish(SUBMIT, "", body, props, mandatory=True)
+                # The routing key is the unit's own address (wire spec section 5).
+                self._confirm_channel().basic_publish(SUBMIT, self.unit, body, props,
+                                                      mandatory=True)
                 return
             except pika.exceptions.UnroutableError as e:
                 raise PublishFailed("unroutable", "publish failed: infoshare.submit routes "

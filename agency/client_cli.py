@@ -35,7 +35,7 @@ from keys import (
     parse_public_key_text,
     read_private_key,
 )
-from protocols.amqp import amqp_url_for
+from protocols.amqp import amqp_urls_for
 from protocols.errors import ProtocolsError
 from protocols.model import CONSENT_STATUSES, KINDS, Address, Consent, GroundId, amqp_user
 from registry.client import RegistryClient
@@ -125,7 +125,7 @@ def _client(home: Path, unit: Address, keys_dir: Path) -> AgencyClient:
                               _read_public_key(deployment.path("registry_key")))
     return AgencyClient(
         unit=unit,
-        amqp_url=amqp_url_for(deployment.amqp_url, user, password, deployment.vhost),
+        amqp_url=amqp_urls_for(deployment.amqp_url, user, password, deployment.vhost),
         signing_key=_signing_key(keys_dir / f"{user}.signing.key", passphrase, unit),
         encryption_keys=_encryption_keys(keys_dir, user, unit, passphrase),
         directory=registry.directory,

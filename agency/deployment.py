@@ -1,7 +1,8 @@
 """The deployment file: where an agency's tools find RabbitMQ, the registry and the pinned keys.
 
 ``HOME/deployment.json`` is one JSON object with exactly these string fields:
-``amqp_url`` (base URL, no credentials), ``vhost``, ``registry_url``,
+``amqp_url`` (base URL, no credentials; the nodes of a cluster as several
+URLs separated by commas, which clients try in turn), ``vhost``, ``registry_url``,
 ``registry_key`` (file of the registry's public key), ``broker_key`` (file of
 the broker's public notice key), ``credentials`` (the AMQP credentials file)
 and ``agency_token`` (a registry token with role ``agency``).

@@ -49,6 +49,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,7 +63,7 @@ import pika.spec
 
 from broker.transfer_log import LogBatch, LogUnavailable, TransferLog
 from keys import SigningKeyPair, b64encode
-from protocols.amqp import DELIVER, INGRESS
+from protocols.amqp import DELIVER, ingress_name
 from protocols.directory import format_time
 from protocols.envelope import (
     EnvelopeRefused,
@@ -88,6 +89,8 @@ FAULT_ENV = "INFOSHARE_ROUTER_FAULT"
 #: Longest wait between two attempts to reach RabbitMQ or the log.
 RECONNECT_MAX = 1.0
 RECONNECT_FIRST = 0.1
+#: Seconds before the router asks again whether the same missing ingress queues exist.
+PROBE_AGAIN = 60.0
 #: Failures of one message in this router before it is dead-lettered.
 POISON_ATTEMPTS = 5
 
@@ -159,7 +162,7 @@ class Router:
         broker_key: SigningKeyPair,
         batch_size: int = 200,
         batch_delay: float = 0.005,
-        prefetch: int = 1000,
+        prefetch: int = 250,
         directory_refresh: float = 5.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -186,7 +189,10 @@ class Router:
         self._publish_tag = 0
         self._awaiting: dict[int, _Pending] = {}  # publish delivery tag -> ingress message
         self._by_publish: dict[tuple[str, int], _Pending] = {}  # (type, seq) -> message
-        self._consumer_tag: str | None = None
+        self._consumers: dict[str, str] = {}  # ingress queue -> consumer tag
+        self._queues: list[str] = []  # the ingress queues found at connection time
+        self._current: pika.ConnectionParameters | None = None
+        self._last_probe: tuple[frozenset[str], float] = (frozenset(), 0.0)
         self._ticks = 0
         self._held: list[_Inbound] = []  # taken while the log was away; tried again
         self._retry_scheduled = False
@@ -248,6 +254,30 @@ class Router:
                 self._directory.refresh()
             except Exception as e:  # keep deciding with the version we have
                 log.warning("directory refresh failed (%s)", type(e).__name__)
+            self._consume_new_queues()
+
+    def _wanted_queues(self) -> list[str]:
+        return sorted(ingress_name(u.address) for u in self._directory.current.units())
+
+    def _consume_new_queues(self) -> None:
+        """Consume the ingress queues of units added to the directory since the connection
+        was opened, once provisioned. Runs in the refresher thread."""
+        conn, params = self._connection, self._current
+        if conn is None or params is None or not self.ready.is_set():
+            return
+        new = [q for q in self._wanted_queues() if q not in self._queues]
+        probe = (frozenset(new), time.monotonic())
+        if not new or (probe[0] == self._last_probe[0]
+                       and probe[1] - self._last_probe[1] < PROBE_AGAIN):
+            return  # asked already; provisioning may follow the directory later
+        self._last_probe = probe
+        try:
+            found = _existing_queues(params, new)
+        except (pika.exceptions.AMQPError, OSError):
+            return  # the next refresh looks again
+        if found:
+            with contextlib.suppress(Exception):  # the connection closed meanwhile
+                conn.ioloop.add_callback_threadsafe(lambda: self._consume(found))
 
     def _run_connection(self, params: pika.ConnectionParameters) -> bool:
         """Route on one connection until it closes; True if it got as far as consuming."""
@@ -260,6 +290,11 @@ class Router:
         self._publish_tag = 0
         self._flush_scheduled = False
         self._retry_scheduled = False
+        self._consumers.clear()
+        # Which ingress queues exist is asked first, on a connection of its own: a
+        # consume on a missing queue would close the channel everything runs on.
+        self._queues = _existing_queues(params, self._wanted_queues())
+        self._current = params
         conn = pika.SelectConnection(
             params,
             on_open_callback=self._on_connection_open,
@@ -301,11 +336,34 @@ class Router:
         if self._stop.is_set():
             self._begin_shutdown()
             return
-        self._consumer_tag = self._channel.basic_consume(INGRESS, self._on_message)
+        self._channel.add_on_cancel_callback(self._on_cancelled)
+        self._consume(self._queues)
         assert self._connection is not None
         self._connection.ioloop.call_later(1.0, self._tick)
         self.ready.set()
-        log.info("consuming %s", INGRESS)
+        log.info("consuming %d ingress queues", len(self._consumers))
+
+    def _consume(self, queues: Sequence[str]) -> None:
+        """Take from each queue side by side, each with its own prefetch (RabbitMQ's
+        per-consumer ``basic.qos``): a flood in one never stands before another's."""
+        ch = self._channel
+        if ch is None or not ch.is_open or self._stop.is_set():
+            return
+        for queue in queues:
+            if queue not in self._consumers:
+                self._consumers[queue] = ch.basic_consume(queue, self._on_message)
+                if queue not in self._queues:
+                    self._queues.append(queue)
+                    log.info("consuming %s", queue)
+
+    def _on_cancelled(self, frame: pika.frame.Method) -> None:
+        # RabbitMQ cancels a consumer whose queue was deleted (a unit removed).
+        tag = frame.method.consumer_tag
+        for queue, t in list(self._consumers.items()):
+            if t == tag:
+                del self._consumers[queue]
+                self._queues.remove(queue)
+                log.info("queue %s went away", queue)
 
     def _on_channel_closed(self, ch: pika.channel.Channel, reason: BaseException) -> None:
         if self._stop.is_set():
@@ -317,9 +375,10 @@ class Router:
 
     def _begin_shutdown(self) -> None:
         ch = self._channel
-        if ch is not None and ch.is_open and self._consumer_tag is not None:
-            ch.basic_cancel(self._consumer_tag)
-            self._consumer_tag = None
+        if ch is not None and ch.is_open:
+            for tag in self._consumers.values():
+                ch.basic_cancel(tag)
+        self._consumers.clear()
         self._flush()
         self._maybe_close()
 
@@ -644,6 +703,29 @@ class Router:
                 self._settle(ch, pending.delivery_tag)
         if self._stop.is_set():
             self._maybe_close()
+
+
+def _existing_queues(params: pika.ConnectionParameters, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that exist, asked with passive declares (which need no right).
+
+    Raises:
+        pika.exceptions.AMQPError, OSError: RabbitMQ could not be asked.
+    """
+    found: list[str] = []
+    conn = pika.BlockingConnection(params)
+    try:
+        ch = conn.channel()
+        for name in names:
+            try:
+                ch.queue_declare(name, passive=True)
+            except pika.exceptions.ChannelClosedByBroker:  # 404: not provisioned (yet)
+                ch = conn.channel()
+                continue
+            found.append(name)
+    finally:
+        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+            conn.close()
+    return found
 
 
 def _parameters(url: str) -> pika.URLParameters:

@@ -248,7 +248,7 @@ class Publisher:
         nack = isinstance(method, pika.spec.Basic.Nack)
         tags = ([t for t in self.in_flight if t <= method.delivery_tag] if method.multiple
                 else [method.delivery_tag])
-        later = time.monotonic() + 0.05
+        later = time.monotonic() + 0.2
         for t in tags:
             index = self.in_flight.pop(t, None)
             if index is None:
@@ -260,7 +260,7 @@ class Publisher:
                 self.retry.append((later, index))
                 continue
             self.confirmed += 1
-            self.journal.add("C", self.messages[index].key)
+            self.journal.add("C", self.messages[index].key, f"{time.time():.3f}")
         if self.done:
             self.journal.flush(durable=True)
             self._close()
@@ -275,7 +275,8 @@ def send(spec: dict[str, Any]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: publisher.stop())
     publisher.run()
     journal.close()
-    print(json.dumps({"unit": publisher.unit, "confirmed": publisher.confirmed,
+    print(json.dumps({"unit": publisher.unit, "sent": len(messages),
+                      "confirmed": publisher.confirmed,
                       "nacks": publisher.nacks, "reconnects": publisher.reconnects,
                       "seconds": round(time.monotonic() - publisher.started, 3)}), flush=True)
     return 0 if publisher.done else 1

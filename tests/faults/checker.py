@@ -5,7 +5,7 @@ appended with ``O_APPEND`` (and fsync'd where a line must survive a kill):
 
 - a sender writes ``A <key> <recipient>`` before it first publishes a message
   (durably: a message published but not journalled would look unexpected) and
-  ``C <key>`` once RabbitMQ has confirmed it (or the gateway said 202);
+  ``C <key> <time>`` once RabbitMQ has confirmed it (or the gateway said 202);
 - a recipient writes ``W <key>`` each time it writes a message's record.
 
 The key of a message is its message id, or ``sha256:<hex>`` of the body for a
@@ -73,6 +73,7 @@ class History:
     attempted: dict[str, str] = field(default_factory=dict)  # key -> intended recipient
     sender_of: dict[str, str] = field(default_factory=dict)
     confirmed: set[str] = field(default_factory=set)
+    confirmed_at: dict[str, float] = field(default_factory=dict)  # key -> wall-clock time
     processed: Counter[str] = field(default_factory=Counter)  # key -> record writes
     processed_by: dict[str, set[str]] = field(default_factory=dict)
 
@@ -87,6 +88,8 @@ class History:
                     h.sender_of[words[1]] = unit
                 elif words[0] == "C":
                     h.confirmed.add(words[1])
+                    if len(words) > 2:
+                        h.confirmed_at[words[1]] = float(words[2])
         for unit, path in _each(recipients):
             for words in _lines(path):
                 if words[0] == "W":

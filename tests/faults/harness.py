@@ -75,7 +75,7 @@ FLOODER = "calderdale-mbc/education-safeguarding"
 UNITS = (*SENDERS, *RECIPIENTS, FLOODER)
 
 _DECISION = re.compile(rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO infoshare\.router "
-                       rb"(?:decision seq=|redelivery )", re.M)
+                       rb"(?:decision seq=(\d+) message_id=(\S+)|redelivery )", re.M)
 
 
 def wait_for(what: str, ready: Callable[[], bool], timeout: float,
@@ -202,8 +202,16 @@ class Router(Process):
 
     def decision_times(self) -> list[float]:
         """Wall-clock times of the decisions (and redeliveries) this router logged."""
-        return [datetime.strptime(m.group(1).decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                for m in _DECISION.finditer(self.output.read_bytes())]
+        return [_time(m.group(1)) for m in _DECISION.finditer(self.output.read_bytes())]
+
+    def decisions(self) -> list[tuple[float, int, str]]:
+        """(time, seq, message id or "None") of each decision this router logged."""
+        return [(_time(m.group(1)), int(m.group(2)), m.group(3).decode())
+                for m in _DECISION.finditer(self.output.read_bytes()) if m.group(2)]
+
+
+def _time(stamp: bytes) -> float:
+    return datetime.strptime(stamp.decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 # --- the scenario ----------------------------------------------------------------------

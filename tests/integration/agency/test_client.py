@@ -36,11 +36,11 @@ from agency.deployment import Deployment
 from agency.errors import ConnectionFailed, LocalRefusal, PublishFailed
 from broker.topology import (
     DELIVER,
-    INGRESS,
     Credentials,
     ManagementAPI,
     amqp_url_for,
     inbox_name,
+    ingress_name,
     provision,
 )
 from keys import (
@@ -134,7 +134,8 @@ def world(management: ManagementAPI, wy_protocol: ProtocolFile, amqp_base: str,
 def empty_queues(world: World, management: ManagementAPI) -> Iterator[None]:
     """Every test starts and ends with ingress and the inboxes empty."""
     def purge() -> None:
-        for queue in (INGRESS, *(inbox_name(u.address) for u in world.directory.units())):
+        for queue in (*(ingress_name(u.address) for u in world.directory.units()),
+                      *(inbox_name(u.address) for u in world.directory.units())):
             management.delete(f"/api/queues/{VHOST}/{queue}/contents")
     purge()
     yield
@@ -158,8 +159,13 @@ class HandRouter:
         return [e for e in self.log if e.message_id == message_id]
 
     def take(self) -> tuple[bytes, pika.BasicProperties] | None:
-        method, props, body = self.channel.basic_get(INGRESS, auto_ack=True)
-        return None if method is None else (body, props)
+        """The next message in any unit's ingress queue."""
+        for unit in self.directory.units():
+            method, props, body = self.channel.basic_get(ingress_name(unit.address),
+                                                         auto_ack=True)
+            if method is not None:
+                return body, props
+        return None
 
     def take_all(self) -> list[tuple[bytes, pika.BasicProperties]]:
         out = []

@@ -108,7 +108,7 @@ class World:
     def publish(self, unit: str, body: bytes, *, user_id: str | None = None,
                 message_id: str | None = None) -> None:
         ch = self.channel(unit)
-        ch.basic_publish("infoshare.submit", "", body, pika.BasicProperties(
+        ch.basic_publish("infoshare.submit", unit, body, pika.BasicProperties(
             user_id=user_id or amqp_user(unit), delivery_mode=2,
             content_type="application/json", type="envelope", message_id=message_id),
             mandatory=True)
