@@ -89,7 +89,10 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def _port_is_free(host: str, port: int) -> bool:
+    """Whether a listener could bind ``port`` now, as RabbitMQ's do: with SO_REUSEADDR, so
+    that connections of a stopped node lingering in TIME_WAIT do not count as in use."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

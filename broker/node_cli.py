@@ -43,8 +43,19 @@ def start(
     dist_port: int | None,
     timeout: float,
 ) -> None:
-    """Start a node in DATA_DIR, print its URLs and leave it running."""
-    amqp, management, dist = free_ports(3)
+    """Start a node in DATA_DIR, print its URLs and leave it running.
+
+    A node started before in DATA_DIR starts again on its own ports (clients keep
+    their URLs), unless others are given.
+    """
+    before = _load(data_dir) if (data_dir / STATE_FILE).exists() else None
+    if before is not None and before.is_running():
+        raise click.ClickException(f"a node is already running in {data_dir}")
+    if before is not None:
+        amqp, management, dist = (before.config.amqp_port, before.config.management_port,
+                                  before.config.dist_port)
+    else:
+        amqp, management, dist = free_ports(3)
     config = NodeConfig(
         name=name,
         data_dir=data_dir.resolve(),
@@ -52,8 +63,6 @@ def start(
         management_port=management_port or management,
         dist_port=dist_port or dist,
     )
-    if (data_dir / STATE_FILE).exists() and _load(data_dir).is_running():
-        raise click.ClickException(f"a node is already running in {data_dir}")
     rabbit = RabbitNode(config)
     try:
         rabbit.start(timeout=timeout)

@@ -1,0 +1,49 @@
+"""Restart the RabbitMQ node three times while messages flow.
+
+The node comes back on its own ports at once (its connections linger in
+TIME_WAIT, which must not keep it from binding them again); the router, the
+senders and the SDK recipients reconnect by themselves.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from harness import SENDERS, Fault, Outcome, RegistryServer, assert_clean, scenario
+
+from broker.node import RabbitNode
+from broker.topology import Credentials
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+MESSAGES = 1500
+RESTARTS = 3
+
+
+def test_rabbitmq_restarted_three_times_mid_stream(
+        tmp_path: Path, faults_node: RabbitNode, fault_registry: RegistryServer,
+        fault_credentials: Credentials, fault_table: list[Outcome]) -> None:
+    with scenario("rabbitmq-restart", tmp_path, fault_registry, [faults_node],
+                  fault_credentials) as s:
+        s.start_router()
+        s.start_recipients()
+        for unit in SENDERS:
+            s.start_sender(unit, MESSAGES // len(SENDERS), rate=40)
+        starts = []
+        for _ in range(RESTARTS):
+            s.wait_log_grows(by=150)
+            faults_node.stop()
+            began = time.monotonic()
+            faults_node.start()
+            starts.append(time.monotonic() - began)
+            s.faults.append(Fault("rabbitmq restart", time.time()))
+        outcome = s.finish()
+    outcome.notes["node_start_seconds"] = [round(t, 2) for t in starts]
+    print(f"rabbitmq-restart: node serving again after {outcome.notes['node_start_seconds']} s; "
+          f"first message routed {[round(f.recovered or -1, 2) for f in outcome.faults]} s "
+          "after it was back", flush=True)
+    fault_table.append(outcome)
+    assert_clean(outcome)
+    assert all(f.recovered is not None for f in outcome.faults), "routing did not resume"
