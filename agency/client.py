@@ -20,7 +20,8 @@ Invariants:
   unit's key, write the record atomically (temporary file, fsync, rename,
   mode 0600), commit its message id to the state store, and only then ack.
   A message id already accepted is acked and not written again, across
-  restarts, so no message is processed twice.
+  restarts, so no message is processed twice; nor is a record written by a
+  run killed before it committed (the file is there, whole, and is kept).
 - **Every opened message is acknowledged in writing.** The receipt (wire
   spec 3.2) is built and stored in the state store's outbox in the same
   transaction that accepts the message, and published after the ack; receipts
@@ -717,6 +718,9 @@ class AgencyClient:
             raise StateError(f"{out_dir}: cannot create ({e.strerror})") from e
         self._try_pending_receipts()
         directory = _DirectoryCache(self._directory)
+        # Before taking anything: a message taken and handed back because the registry
+        # cannot be reached counts against the inbox's delivery limit.
+        directory.get()
         results: list[Received] = []
         handled = 0
         delay = BACKOFF_FIRST
@@ -843,7 +847,11 @@ class AgencyClient:
             return self._rejected(h.message_id, e.code, h, env.header_sha256, seq, now)
         path = out_dir / f"{h.message_id}.json"
         try:
-            _write_atomic(path, _record_bytes(env, payload, seq))
+            # A record that exists already was written by a run that died before it
+            # could accept the message: it is complete (written atomically) and is
+            # not written a second time.
+            if not path.exists():
+                _write_atomic(path, _record_bytes(env, payload, seq))
         except OSError as e:
             raise StateError(f"{path}: cannot write the record ({e.strerror})") from e
         receipt, state = self._build_receipt(env, directory.get(), now)

@@ -290,6 +290,8 @@ class Router:
         self._publish_tag = 0
         self._flush_scheduled = False
         self._retry_scheduled = False
+        self._retry_delay = RECONNECT_FIRST
+        self._log_away = False  # said again on this connection, if it still is
         self._consumers.clear()
         # Which ingress queues exist is asked first, on a connection of its own: a
         # consume on a missing queue would close the channel everything runs on.

@@ -52,7 +52,7 @@ from keys import (
     write_private_key,
     write_public_key,
 )
-from protocols.amqp import amqp_url_for
+from protocols.amqp import amqp_url_for, ingress_name
 from protocols.envelope import EnvelopeRefused, parse_envelope
 from protocols.model import amqp_user
 from registry.app import create_app
@@ -398,21 +398,24 @@ class Scenario:
         units = {name: path for name, path in self.sender_journals.items()}
         return History.read(units, self.recipient_journals)
 
-    def settled(self) -> bool:
-        """Every sender done, and every confirmed message processed or refused in the log,
-        and every processed message's receipt logged."""
+    def settled(self, set_aside: frozenset[str] = frozenset()) -> bool:
+        """Every sender done, and every confirmed message processed or refused in the log
+        (or ``set_aside``: expected in the dead-letter queue), and every processed
+        message's receipt logged."""
         if any(p.alive for p in self.senders.values()):
             return False
         h = self.history()
         entries = self.entries()
         refused = {entry_key(e) for e in entries if e["decision"] == "refused"}
         receipts = {e["in_reply_to"] for e in entries if e["kind"] == "receipt"}
-        waiting = [k for k in h.confirmed if k not in h.processed and k not in refused]
+        waiting = [k for k in h.confirmed
+                   if k not in h.processed and k not in refused and k not in set_aside]
         return not waiting and set(h.processed) <= receipts
 
-    def wait_settled(self, timeout: float = 180) -> float:
-        return wait_for(f"{self.name}: everything confirmed processed or refused", self.settled,
-                        timeout, interval=0.25)
+    def wait_settled(self, timeout: float = 180,
+                     set_aside: frozenset[str] = frozenset()) -> float:
+        return wait_for(f"{self.name}: everything confirmed processed or refused",
+                        lambda: self.settled(set_aside), timeout, interval=0.25)
 
     def wait_log_grows(self, by: int = 1, timeout: float = 60) -> None:
         start = self.log_size()
@@ -426,6 +429,17 @@ class Scenario:
         queues = self.management.get(f"/api/queues/{vhost}", query="columns=name,messages")
         return sum(int(q.get("messages") or 0) for q in queues or []
                    if str(q["name"]).startswith("infoshare.ingress"))
+
+    def delivery_counts(self, unit: str, count: int = 20) -> list[int]:
+        """``x-delivery-count`` of the first messages in ``unit``'s ingress queue (looked at
+        and put back, which counts as one more delivery)."""
+        path = (f"/api/queues/{urllib.parse.quote(self.vhost, safe='')}/"
+                f"{ingress_name(unit)}/get")
+        found = self.management._call("POST", path, {"count": count,
+                                                     "ackmode": "reject_requeue_true",
+                                                     "encoding": "base64"})[1] or []
+        return [int((m["properties"].get("headers") or {}).get("x-delivery-count", 0))
+                for m in found]
 
     def dead_letters(self) -> list[str]:
         """The keys of the messages in the dead-letter queue (taken out of it)."""
@@ -450,10 +464,12 @@ class Scenario:
             if f.recovered is None:
                 f.recovered = self.first_routed_after(f.ended)
 
-    def finish(self, *, settle_timeout: float = 180, expect_dead: set[str] | None = None
-               ) -> Outcome:
+    def finish(self, *, settle_timeout: float = 180,
+               set_aside: frozenset[str] = frozenset()) -> Outcome:
+        """Wait until everything settled (``set_aside``: keys expected to be dead-lettered),
+        stop every process, and check."""
         with contextlib.suppress(AssertionError):
-            self.wait_settled(settle_timeout)
+            self.wait_settled(settle_timeout, set_aside)
         self.measure_recoveries()
         for p in [*self.senders.values(), *self.recipients.values(), *self.routers]:
             p.stop()
@@ -505,3 +521,4 @@ def connection(url: str) -> pika.BlockingConnection:
     params.connection_attempts = 1
     params.socket_timeout = 5
     return pika.BlockingConnection(params)
+

@@ -97,3 +97,4 @@ def test_postgres_stopped_for_twenty_seconds_then_everything_resumes(
     fault_table.append(outcome)
     assert held > 0
     assert_clean(outcome)
+
