@@ -47,6 +47,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import random
 import signal
 import threading
 import time
@@ -91,6 +92,8 @@ RECONNECT_MAX = 1.0
 RECONNECT_FIRST = 0.1
 #: Seconds before the router asks again whether the same missing ingress queues exist.
 PROBE_AGAIN = 60.0
+#: Seconds a publish may wait for its confirm before the router reconnects.
+CONFIRM_TIMEOUT = 15.0
 #: Failures of one message in this router before it is dead-lettered.
 POISON_ATTEMPTS = 5
 
@@ -108,6 +111,7 @@ class _Pending:
     failed: bool = False
     unroutable: bool = False
     keys: list[tuple[str, int]] = field(default_factory=list)
+    published: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -170,7 +174,8 @@ class Router:
         if not urls:
             raise ValueError("the router needs at least one AMQP URL")
         self._params = [_parameters(u) for u in urls]
-        self._attempt = 0
+        # Routers given the same nodes spread over them rather than all start on the first.
+        self._attempt = random.randrange(len(self._params))
         self._log = transfer_log
         self._directory = directory
         self._key = broker_key
@@ -397,8 +402,19 @@ class Router:
             conn.close()
 
     def _tick(self) -> None:
-        """Once a second: sign a checkpoint when one is due (at least every 10 s);
-        once a minute: the counts so far, by decision and reason code only."""
+        """Once a second: give up on confirms that do not come, sign a checkpoint when
+        one is due (at least every 10 s); once a minute: the counts so far, by decision
+        and reason code only."""
+        oldest = next(iter(self._awaiting.values()), None)
+        conn = self._connection
+        if (oldest is not None and conn is not None and conn.is_open
+                and time.monotonic() - oldest.published > CONFIRM_TIMEOUT):
+            # A quorum queue whose leader died can leave a confirm pending for minutes.
+            # Everything unacked comes back on a new connection and, being logged, is
+            # published again.
+            log.warning("no publisher confirm for %.0fs; reconnecting", CONFIRM_TIMEOUT)
+            conn.close()
+            return
         if not self._held:  # while the log is away there is nothing to sign
             try:
                 self._log.checkpoint_if_due(self._clock())

@@ -53,6 +53,11 @@ from protocols.model import Consent, amqp_user
 
 log = logging.getLogger("faults.actor")
 
+#: A publish neither confirmed nor nacked this long is published again on a new
+#: connection: a quorum queue whose leader died may leave a confirm pending for
+#: minutes (the broker recognises the copy as a redelivery).
+CONFIRM_TIMEOUT = 5.0
+
 PROTOCOL = "wy-iisp-2016"
 PURPOSE = "safeguarding-referral"
 
@@ -115,6 +120,7 @@ class Publisher:
         self.todo: deque[int] = deque(range(len(messages)))
         self.retry: deque[tuple[float, int]] = deque()  # (not before, index)
         self.in_flight: dict[int, int] = {}  # delivery tag -> index
+        self.sent_at: dict[int, float] = {}  # delivery tag -> when published
         self.returned: set[int] = set()
         self.by_mid = {m.message_id: i for i, m in enumerate(messages)}
         self.journalled = 0
@@ -151,6 +157,7 @@ class Publisher:
             # Whatever was not confirmed goes out again, first.
             lost = sorted(self.in_flight.values())
             self.in_flight.clear()
+            self.sent_at.clear()
             self.todo.extendleft(reversed(lost))
             self.journal.flush()
             if not self.done and not self.stopping:
@@ -184,6 +191,20 @@ class Publisher:
         ch.add_on_return_callback(self._on_return)
         ch.confirm_delivery(ack_nack_callback=self._on_confirm,
                             callback=lambda _frame: self._pump())
+        if self.conn is not None:
+            self.conn.ioloop.call_later(1.0, self._watch_confirms)
+
+    def _watch_confirms(self) -> None:
+        conn = self.conn
+        if conn is None or not conn.is_open:
+            return
+        oldest = next(iter(self.sent_at.values()), None)
+        if oldest is not None and time.monotonic() - oldest > CONFIRM_TIMEOUT:
+            log.warning("no confirm for %.0fs: publishing again on a new connection",
+                        CONFIRM_TIMEOUT)
+            conn.close()
+            return
+        conn.ioloop.call_later(1.0, self._watch_confirms)
 
     def _on_channel_closed(self, ch: pika.channel.Channel, reason: Any) -> None:
         log.warning("channel closed: %s", reason)
@@ -236,6 +257,7 @@ class Publisher:
             type="envelope", message_id=m.message_id), mandatory=True)
         self.tag += 1
         self.in_flight[self.tag] = index
+        self.sent_at[self.tag] = time.monotonic()
 
     def _on_return(self, ch: pika.channel.Channel, method: Any, props: Any,
                    body: bytes) -> None:
@@ -251,6 +273,7 @@ class Publisher:
         later = time.monotonic() + 0.2
         for t in tags:
             index = self.in_flight.pop(t, None)
+            self.sent_at.pop(t, None)
             if index is None:
                 continue
             if nack or index in self.returned:
@@ -303,7 +326,7 @@ def receive(spec: dict[str, Any]) -> int:
     registry = RegistryClient(spec["registry_url"], spec["registry_token"],
                               b64decode(spec["registry_key"]))
     client = sdk.AgencyClient(
-        unit=spec["unit"], amqp_url=spec["amqp"][0],
+        unit=spec["unit"], amqp_url=spec["amqp"],
         signing_key=SigningKeyPair.from_seed(b64decode(spec["signing_seed"])),
         encryption_keys=[EncryptionKeyPair.from_secret(b64decode(spec["encryption_secret"]))],
         directory=registry.directory, broker_key=b64decode(spec["broker_key"]),

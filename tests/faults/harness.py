@@ -265,7 +265,6 @@ class Scenario:
         self.recipient_journals: dict[str, Path] = {}
         self.faults: list[Fault] = []
         self._seq = 0
-        self.management = ManagementAPI(nodes[0].management_url, "guest", "guest")
         self.management.delete(f"/api/vhosts/{self.vhost}")
         provision(nodes[0].management_url, "guest", "guest",
                   RegistryClient(registry.url, registry.agency_token, registry.key).directory(),
@@ -281,12 +280,21 @@ class Scenario:
                    agency_token=registry.agency_token).save(self.home)
 
     @property
+    def management(self) -> ManagementAPI:
+        """The management API of the first node that is running."""
+        node = next((n for n in self.nodes if n.pid() is not None), self.nodes[0])
+        return ManagementAPI(node.management_url, "guest", "guest")
+
+    @property
     def amqp_bases(self) -> list[str]:
         return [f"amqp://{n.config.host}:{n.config.amqp_port}" for n in self.nodes]
 
     def _urls(self, user: str) -> list[str]:
+        """The user's URL on every node; each actor starts on another node (in turn)."""
         password = self.credentials.password(user)
-        return [amqp_url_for(b, user, password, self.vhost) for b in self.amqp_bases]
+        urls = [amqp_url_for(b, user, password, self.vhost) for b in self.amqp_bases]
+        first = self._seq % len(urls)
+        return urls[first:] + urls[:first]
 
     def _next(self, what: str) -> str:
         self._seq += 1
@@ -464,12 +472,31 @@ class Scenario:
             if f.recovered is None:
                 f.recovered = self.first_routed_after(f.ended)
 
+    def wait_quiet(self, seconds: float, timeout: float = 120) -> None:
+        """Wait until neither the log nor the recipients' journals have changed for
+        ``seconds``: for a scenario where some messages never arrive."""
+        last: tuple[int, int] = (-1, -1)
+        since = time.monotonic()
+
+        def quiet() -> bool:
+            nonlocal last, since
+            now = (self.log_size(), sum(self.history().processed.values()))
+            if now != last:
+                last, since = now, time.monotonic()
+            return time.monotonic() - since >= seconds and not any(
+                p.alive for p in self.senders.values())
+        wait_for(f"{self.name}: quiet", quiet, timeout, interval=0.25)
+
     def finish(self, *, settle_timeout: float = 180,
-               set_aside: frozenset[str] = frozenset()) -> Outcome:
-        """Wait until everything settled (``set_aside``: keys expected to be dead-lettered),
-        stop every process, and check."""
+               set_aside: frozenset[str] = frozenset(), quiet: float | None = None
+               ) -> Outcome:
+        """Wait until everything settled (``set_aside``: keys expected to be dead-lettered;
+        ``quiet``: or until nothing changed for that long), stop every process, check."""
         with contextlib.suppress(AssertionError):
-            self.wait_settled(settle_timeout, set_aside)
+            if quiet is not None:
+                self.wait_quiet(quiet, settle_timeout)
+            else:
+                self.wait_settled(settle_timeout, set_aside)
         self.measure_recoveries()
         for p in [*self.senders.values(), *self.recipients.values(), *self.routers]:
             p.stop()

@@ -1,4 +1,10 @@
-"""A quorum queue on a 3-node cluster keeps every confirmed message when a node is killed."""
+"""A 3-node cluster with quorum queues: a node killed, a node paused, while messages flow.
+
+The cluster is started with the project's own node scripts (``start_cluster``)
+once for the module; each test leaves it with all three nodes running.
+Routers, senders and recipients are given every node and carry on with the
+others when the one they use goes away.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +14,32 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pika
 import pytest
+from harness import (
+    SENDERS,
+    Fault,
+    Outcome,
+    RegistryServer,
+    assert_clean,
+    scenario,
+    wait_for,
+)
 from pika.adapters.blocking_connection import BlockingConnection
 
 from broker.node import NodeError, RabbitNode, start_cluster, stop_all
+from broker.topology import Credentials, ManagementAPI
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 MESSAGES = 300
+SCENARIO_MESSAGES = 900
+PAUSE = 30.0
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RabbitNode]]:
     base = tmp_path_factory.mktemp("cluster")
     try:
@@ -80,6 +99,81 @@ def test_quorum_queue_survives_kill_9_of_its_leader(cluster: list[RabbitNode]) -
 
     received = _drain(survivors[0], queue, deadline=time.monotonic() + 60)
     assert received == sent
+    _restore(leader)
+
+
+def _assert_replicated(api: ManagementAPI, vhost: str, cluster: list[RabbitNode]) -> None:
+    """Every quorum queue of the vhost has a member on each node: losing one leaves a majority."""
+    queues = api.get(f"/api/queues/{vhost}", query="columns=name,members,leader") or []
+    everywhere = {n.nodename for n in cluster}
+    partial = {q["name"]: q.get("members") for q in queues
+               if set(q.get("members") or []) != everywhere}
+    assert queues and not partial, partial
+
+
+def _kill_9(node: RabbitNode) -> None:
+    pid = node.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(f"{node.nodename} gone", lambda: node.pid() is None, 15)
+
+
+def _restore(node: RabbitNode) -> None:
+    """Start a killed node again: it rejoins the cluster from its own data directory."""
+    node.stop()  # what is left of its process group
+    node.start()
+
+
+def test_a_node_killed_while_messages_flow(
+        tmp_path: Path, cluster: list[RabbitNode], fault_registry: RegistryServer,
+        fault_credentials: Credentials, fault_table: list[Outcome]) -> None:
+    victim = cluster[0]  # where provisioning put every quorum queue's leader
+    with scenario("cluster-node-kill", tmp_path, fault_registry, cluster,
+                  fault_credentials) as s:
+        s.start_router()
+        s.start_router()
+        s.start_recipients()
+        for unit in SENDERS:
+            s.start_sender(unit, SCENARIO_MESSAGES // len(SENDERS), rate=25)
+        s.wait_log_grows(by=150)
+        _assert_replicated(s.management, s.vhost, cluster)
+        _kill_9(victim)
+        s.faults.append(Fault("cluster node kill -9", time.time()))
+        s.wait_log_grows(by=300)  # on two nodes, with new leaders
+        outcome = s.finish()
+    _restore(victim)
+    fault_table.append(outcome)
+    assert_clean(outcome)
+
+
+def test_a_node_paused_for_thirty_seconds(
+        tmp_path: Path, cluster: list[RabbitNode], fault_registry: RegistryServer,
+        fault_credentials: Credentials, fault_table: list[Outcome]) -> None:
+    victim = cluster[1]
+    with scenario("cluster-node-pause", tmp_path, fault_registry, cluster,
+                  fault_credentials) as s:
+        s.start_router()
+        s.start_router()
+        s.start_recipients()
+        for unit in SENDERS:
+            s.start_sender(unit, SCENARIO_MESSAGES // len(SENDERS), rate=20)
+        s.wait_log_grows(by=150)
+        pid = victim.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            paused = time.monotonic()
+            # The others go on without it (clients on it move to another node).
+            s.wait_log_grows(by=150, timeout=PAUSE)
+            routed_while_paused = True
+            time.sleep(max(0.0, PAUSE - (time.monotonic() - paused)))  # the fault lasts 30 s
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        s.faults.append(Fault("cluster node SIGSTOP 30 s", time.time()))
+        outcome = s.finish()
+    fault_table.append(outcome)
+    assert routed_while_paused
+    assert_clean(outcome)
 
 
 def _drain(node: RabbitNode, queue: str, *, deadline: float) -> set[bytes]:
