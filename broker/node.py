@@ -10,7 +10,11 @@ to nothing else on the machine. This module guarantees:
   read or touched, and no port is assumed free: ports that are not given are
   found by binding to port 0.
 * **Loopback only.** AMQP, the management API and Erlang distribution listen
-  on 127.0.0.1; an epmd started by a node binds to 127.0.0.1 too.
+  on 127.0.0.1; an epmd started by a node binds to 127.0.0.1 too. A node may
+  instead live in a network namespace of its own (``NodeConfig.netns``, made
+  by the caller, root only): it then listens on that namespace's address
+  only, under a long node name (``name@address``), with an epmd of its own,
+  so that a test can cut it off from the others (``ip link set ... down``).
 * **Ready means ready.** :meth:`RabbitNode.start` returns only once
   ``rabbitmqctl await_startup`` succeeds and the management API answers
   ``/api/overview``. On any failure it raises :class:`NodeError` carrying the
@@ -44,7 +48,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -63,7 +67,6 @@ __all__ = [
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 STATE_FILE = "node.json"
 _INSTALL_HINT = "install it with scripts/setup (apt-get install -y rabbitmq-server)"
-_LOOPBACK_ERL = "{127,0,0,1}"
 
 
 class NodeError(Exception):
@@ -114,6 +117,8 @@ class NodeConfig:
     management_port: int
     dist_port: int
     host: str = "127.0.0.1"
+    #: A network namespace (``ip netns``) to run in; ``host`` is then its address.
+    netns: str | None = None
 
     @classmethod
     def in_directory(cls, data_dir: Path, *, name: str = "infoshare") -> NodeConfig:
@@ -129,8 +134,11 @@ class NodeConfig:
 
     @property
     def nodename(self) -> str:
-        """The Erlang node name, e.g. ``infoshare@localhost``."""
-        return self.name if "@" in self.name else f"{self.name}@localhost"
+        """The Erlang node name, e.g. ``infoshare@localhost`` (``infoshare@10.1.2.3`` in a
+        network namespace, where ``localhost`` is the namespace's own)."""
+        if "@" in self.name:
+            return self.name
+        return f"{self.name}@{self.host if self.netns else 'localhost'}"
 
 
 # -- /proc helpers -----------------------------------------------------------
@@ -219,6 +227,7 @@ class RabbitNode:
                 management_port=int(state["management_port"]),
                 dist_port=int(state["dist_port"]),
                 host=state.get("host", "127.0.0.1"),
+                netns=state.get("netns"),
             )
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise NodeError(f"no node state in {path}: {e}") from e
@@ -265,7 +274,8 @@ class RabbitNode:
         for key in list(env):
             if key.startswith(("RABBITMQ_", "ERL_")):
                 del env[key]
-        dist_iface = f"-kernel inet_dist_use_interface {_LOOPBACK_ERL}"
+        address = "{" + self.config.host.replace(".", ",") + "}"
+        dist_iface = f"-kernel inet_dist_use_interface {address}"
         env.update(
             HOME=str(self.home),
             RABBITMQ_NODENAME=self.config.nodename,
@@ -284,10 +294,18 @@ class RabbitNode:
             # 0 lets the kernel pick, so parallel calls never collide.
             RABBITMQ_CTL_DIST_PORT_MIN="0",
             RABBITMQ_CTL_DIST_PORT_MAX="0",
-            ERL_EPMD_ADDRESS="127.0.0.1",
+            ERL_EPMD_ADDRESS=self.config.host,
             ERL_CRASH_DUMP=str(d / "erl_crash.dump"),
         )
+        if self.config.netns:
+            env["RABBITMQ_USE_LONGNAME"] = "true"
         return env
+
+    def _command(self, *args: str) -> list[str]:
+        """``args`` as run in the node's network namespace, if it has one."""
+        if self.config.netns:
+            return ["ip", "netns", "exec", self.config.netns, *args]
+        return list(args)
 
     def _write_files(self) -> None:
         c = self.config
@@ -305,7 +323,10 @@ class RabbitNode:
             f"listeners.tcp.1 = {c.host}:{c.amqp_port}\n"
             f"management.tcp.ip = {c.host}\n"
             f"management.tcp.port = {c.management_port}\n"
-            "loopback_users.guest = true\n"
+            # In a namespace of its own, this machine reaches the node over a private
+            # bridge, not loopback: guest must be let in from there (and can be from
+            # nowhere else: nothing else reaches that bridge).
+            + ("loopback_users = none\n" if c.netns else "loopback_users.guest = true\n")
         )
         (d / "enabled_plugins").write_text("[rabbitmq_management].\n")
         # An empty env file stops the scripts sourcing /etc/rabbitmq/rabbitmq-env.conf.
@@ -317,6 +338,7 @@ class RabbitNode:
             "name": c.name,
             "nodename": c.nodename,
             "host": c.host,
+            "netns": c.netns,
             "amqp_port": c.amqp_port,
             "management_port": c.management_port,
             "dist_port": c.dist_port,
@@ -376,7 +398,7 @@ class RabbitNode:
             raise NodeError(f"{exe} not found: {_INSTALL_HINT}")
         try:
             return subprocess.run(
-                [str(exe), "-n", self.config.nodename, *args],
+                self._command(str(exe), "-n", self.config.nodename, *args),
                 env=self._env(),
                 cwd=self.data_dir,
                 stdin=subprocess.DEVNULL,
@@ -407,7 +429,8 @@ class RabbitNode:
             ("management", c.management_port),
             ("distribution", c.dist_port),
         ):
-            if not _port_is_free(c.host, port):
+            # A namespace's ports are its own (and its address is not this one's).
+            if not c.netns and not _port_is_free(c.host, port):
                 raise NodeError(f"{what} port {c.host}:{port} is already in use")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._write_files()
@@ -416,7 +439,7 @@ class RabbitNode:
             # A new session: the node gets its own process group (stopped as a
             # whole) and no terminal signals from whoever started it.
             self._proc = subprocess.Popen(
-                [str(server)],
+                self._command(str(server)),
                 env=self._env(),
                 cwd=self.data_dir,
                 stdin=subprocess.DEVNULL,
@@ -568,20 +591,25 @@ class RabbitNode:
 
 
 def start_cluster(
-    base_dir: Path, size: int = 3, *, name: str = "infoshare", timeout: float = 120.0
+    base_dir: Path, size: int = 3, *, name: str = "infoshare", timeout: float = 120.0,
+    places: Sequence[tuple[str, str]] | None = None,
 ) -> list[RabbitNode]:
     """Start ``size`` nodes under ``base_dir`` and join them into one cluster.
 
     Nodes are ``{name}-1`` ... ``{name}-N`` in ``base_dir/node-1`` ...; they
     share one Erlang cookie, start in parallel, and nodes 2..N join node 1
     (``stop_app``, ``join_cluster``, ``start_app``). Returns the nodes, node 1
-    first, once every node reports all ``size`` nodes running.
+    first, once every node reports all ``size`` nodes running. ``places``
+    puts node i in network namespace ``places[i][0]`` at address
+    ``places[i][1]`` (made by the caller) instead of on loopback.
 
     Raises:
         NodeError: a node failed to start or join; all nodes are stopped.
     """
     if size < 1:
         raise ValueError("a cluster needs at least one node")
+    if places is not None and len(places) != size:
+        raise ValueError("one place per node")
     base_dir = Path(base_dir).resolve()
     ports = free_ports(3 * size)
     cookie = secrets.token_hex(20)
@@ -593,6 +621,7 @@ def start_cluster(
                 amqp_port=ports[3 * i],
                 management_port=ports[3 * i + 1],
                 dist_port=ports[3 * i + 2],
+                **({} if places is None else {"netns": places[i][0], "host": places[i][1]}),
             ),
             cookie=cookie,
         )

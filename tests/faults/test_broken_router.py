@@ -15,7 +15,7 @@ from broker.topology import Credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-MESSAGES = 1500
+MESSAGES = 900
 
 
 def test_a_router_that_acks_before_its_log_commit_is_caught(

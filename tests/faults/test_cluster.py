@@ -1,9 +1,12 @@
-"""A 3-node cluster with quorum queues: a node killed, a node paused, while messages flow.
+"""A 3-node cluster with quorum queues: a node killed, a node paused, a node cut off.
 
 The cluster is started with the project's own node scripts (``start_cluster``)
-once for the module; each test leaves it with all three nodes running.
-Routers, senders and recipients are given every node and carry on with the
-others when the one they use goes away.
+once for the module; each test leaves it with all three nodes running. Where
+the machine allows it (root, ``ip netns``), each node lives in a network
+namespace of its own behind a bridge, so that one can be cut off from the
+others and from every client; elsewhere the nodes share loopback and the
+partition test fails, saying why. Routers, senders and recipients are given
+every node and carry on with the others when the one they use goes away.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +31,7 @@ from harness import (
     scenario,
     wait_for,
 )
+from netns import Namespaces, available
 from pika.adapters.blocking_connection import BlockingConnection
 
 from broker.node import NodeError, RabbitNode, start_cluster, stop_all
@@ -35,15 +40,32 @@ from broker.topology import Credentials, ManagementAPI
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 MESSAGES = 300
-SCENARIO_MESSAGES = 900
+SCENARIO_MESSAGES = 600
 PAUSE = 30.0
+CUT = 20.0
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RabbitNode]]:
+def network() -> Iterator[Namespaces | None]:
+    ok, why = available()
+    if not ok:
+        print(f"no network namespaces here ({why}): the cluster runs on loopback")
+        yield None
+        return
+    namespaces = Namespaces(3)
+    try:
+        yield namespaces
+    finally:
+        namespaces.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory,
+            network: Namespaces | None) -> Iterator[list[RabbitNode]]:
     base = tmp_path_factory.mktemp("cluster")
     try:
-        nodes = start_cluster(base, 3, name=f"infoshare-cluster-{os.getpid()}")
+        nodes = start_cluster(base, 3, name=f"infoshare-cluster-{os.getpid()}",
+                              places=None if network is None else network.places)
     except NodeError as e:
         pytest.fail(f"could not start a 3-node RabbitMQ cluster:\n{e}", pytrace=False)
     try:
@@ -140,8 +162,13 @@ def test_a_node_killed_while_messages_flow(
         _kill_9(victim)
         s.faults.append(Fault("cluster node kill -9", time.time()))
         s.wait_log_grows(by=300)  # on two nodes, with new leaders
-        outcome = s.finish()
-    _restore(victim)
+        # The node comes back (and rejoins) while the others finish.
+        restore = threading.Thread(target=_restore, args=(victim,))
+        restore.start()
+        try:
+            outcome = s.finish()
+        finally:
+            restore.join()
     fault_table.append(outcome)
     assert_clean(outcome)
 
@@ -210,3 +237,33 @@ def _drain(node: RabbitNode, queue: str, *, deadline: float) -> set[bytes]:
         f"got {len(received)} of {MESSAGES} messages before the deadline; "
         f"last error: {last_error!r}"
     )
+
+
+def test_a_node_cut_off_from_the_others_and_its_clients(
+        tmp_path: Path, cluster: list[RabbitNode], network: Namespaces | None,
+        fault_registry: RegistryServer, fault_credentials: Credentials,
+        fault_table: list[Outcome]) -> None:
+    if network is None:
+        pytest.fail("cutting a node off needs network namespaces (root, ip netns), which "
+                    "this machine does not allow", pytrace=False)
+    victim = 2
+    with scenario("cluster-partition", tmp_path, fault_registry, cluster,
+                  fault_credentials) as s:
+        s.start_router()
+        s.start_router()
+        s.start_recipients()
+        for unit in SENDERS:
+            s.start_sender(unit, SCENARIO_MESSAGES // len(SENDERS), rate=20)
+        s.wait_log_grows(by=150)
+        network.cut(victim)
+        try:
+            cut = time.monotonic()
+            # The majority goes on: clients on the lost node move to the others.
+            s.wait_log_grows(by=150, timeout=CUT)
+            time.sleep(max(0.0, CUT - (time.monotonic() - cut)))  # the fault lasts 20 s
+        finally:
+            network.heal(victim)
+        s.faults.append(Fault("cluster node cut off 20 s (netns)", time.time()))
+        outcome = s.finish()
+    fault_table.append(outcome)
+    assert_clean(outcome)

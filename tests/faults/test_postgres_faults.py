@@ -26,7 +26,7 @@ from broker.topology import Credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.postgres]
 
-MESSAGES = 1200
+MESSAGES = 900
 OUTAGE = 20.0
 
 

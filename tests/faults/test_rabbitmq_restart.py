@@ -1,4 +1,5 @@
-"""Restart the RabbitMQ node three times while messages flow.
+"""Restart the RabbitMQ node three times while messages flow: once cleanly, twice after
+kill -9 (a machine that crashed).
 
 The node comes back on its own ports at once (its connections linger in
 TIME_WAIT, which must not keep it from binding them again); the router, the
@@ -7,6 +8,8 @@ senders and the SDK recipients reconnect by themselves.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -18,8 +21,15 @@ from broker.topology import Credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-MESSAGES = 1500
+MESSAGES = 900
 RESTARTS = 3
+
+
+def _crash(node: RabbitNode) -> None:
+    pid = node.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    node.stop()  # what is left of its process group
 
 
 def test_rabbitmq_restarted_three_times_mid_stream(
@@ -32,13 +42,17 @@ def test_rabbitmq_restarted_three_times_mid_stream(
         for unit in SENDERS:
             s.start_sender(unit, MESSAGES // len(SENDERS), rate=40)
         starts = []
-        for _ in range(RESTARTS):
+        for restart in range(RESTARTS):
             s.wait_log_grows(by=150)
-            faults_node.stop()
+            if restart == 0:
+                faults_node.stop()
+            else:
+                _crash(faults_node)
             began = time.monotonic()
             faults_node.start()
             starts.append(time.monotonic() - began)
-            s.faults.append(Fault("rabbitmq restart", time.time()))
+            s.faults.append(Fault("rabbitmq restart" if restart == 0
+                                  else "rabbitmq kill -9 and start", time.time()))
         outcome = s.finish()
     outcome.notes["node_start_seconds"] = [round(t, 2) for t in starts]
     print(f"rabbitmq-restart: node serving again after {outcome.notes['node_start_seconds']} s; "
