@@ -67,6 +67,7 @@ from keys import EncryptionKeyPair, SigningKeyPair
 from protocols.amqp import SUBMIT, inbox_name
 from protocols.directory import format_time, parse_time
 from protocols.envelope import (
+    MAX_BODY_BYTES,
     EnvelopeRefused,
     Notice,
     NoticeRefused,
@@ -547,15 +548,22 @@ class AgencyClient:
     # --- publishing ----------------------------------------------------------------------
 
     def _publish(self, body: bytes, message_id: str) -> None:
-        """Publish an envelope to ``infoshare.submit`` and wait for its confirm.
+        """Publish an envelope to ``infoshare.submit`` with this unit's address as the
+        routing key (wire spec 5) and wait for its confirm.
 
         Retried after a nack or a lost connection, with backoff: the broker
         de-duplicates by message id and header hash.
 
         Raises:
+            LocalRefusal: ``too_large``: the body is over the wire limit, which
+                RabbitMQ (``max_message_size``) would refuse by closing the channel.
             PublishFailed: refused by RabbitMQ, unroutable, or never confirmed.
             ConnectionFailed: RabbitMQ unreachable or refusing the credentials.
         """
+        if len(body) > MAX_BODY_BYTES:
+            log.info("refused locally message_id=%s reason=%s", message_id,
+                     Reason.TOO_LARGE.value)
+            raise LocalRefusal(Reason.TOO_LARGE.value)
         props = pika.BasicProperties(
             user_id=self.user, delivery_mode=pika.DeliveryMode.Persistent,
             content_type="application/json", type="envelope", message_id=message_id)

@@ -227,17 +227,24 @@ def _date(_ctx: Any, _param: Any, value: str | None) -> date | None:
 @click.option("--purpose", help="Only this purpose.")
 @click.option("--decision", type=click.Choice(["routed", "refused"]))
 @click.option("--ground", help="Only shares on this non-consent ground.")
+@click.option("--publisher", help="Only messages this AMQP user (org.unit) published; "
+              "a unit's address (org/unit) names its user.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True)
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write to this file instead of stdout.")
 def report_command(directory: Path, date_from: date | None, date_to: date | None,
                    organisation: str | None, unit: str | None, purpose: str | None,
-                   decision: str | None, ground: str | None, fmt: str,
+                   decision: str | None, ground: str | None, publisher: str | None, fmt: str,
                    out: Path | None) -> None:
-    """Who shared what with whom, counts by purpose and month, refusals, consent grounds."""
+    """Who shared what with whom, counts by purpose and month, refusals, consent grounds.
+
+    Each row names the AMQP user that published the message, which for a
+    refused message may differ from the sender it claims.
+    """
     filters = ReportFilters(date_from=date_from, date_to=date_to, organisation=organisation,
-                            unit=unit, purpose=purpose, decision=decision, ground=ground)
+                            unit=unit, purpose=purpose, decision=decision, ground=ground,
+                            publisher=publisher)
     r = _run(lambda: report(directory, filters))
     text = {"table": r.to_table, "csv": r.to_csv, "json": r.to_json}[fmt]()
     if out is None:

@@ -3,6 +3,12 @@
 Shared by verify, replay, report and proofs. Readers stop at the first line
 not of its form and name the file and line; messages carry seq numbers,
 codes and hashes, never entry contents beyond codes.
+
+Every file is read as strictly as ``entries.jsonl``: a line ends with one
+``\\n``, is at most ``MAX_LINE_BYTES`` long (a longer one is refused before it
+is read whole), parses as strict JSON (no duplicate keys; a line nested too
+deeply is refused, not a crash) and is exactly the canonical bytes of what it
+holds, so no CR, no trailing space, no second spelling.
 """
 
 from __future__ import annotations
@@ -17,13 +23,12 @@ from typing import IO, Any, Final
 from audit.errors import AuditError
 from keys import (
     Checkpoint,
-    KeysError,
     NoteError,
     NoteVerifier,
-    b64decode,
     open_checkpoint,
 )
-from protocols.log_format import Entry, EntryFormatError, Evidence
+from protocols import strict_json
+from protocols.log_format import MAX_LINE_BYTES, Entry, EntryFormatError, Evidence
 
 ENTRIES: Final = "entries.jsonl"
 CHECKPOINTS: Final = "checkpoints.jsonl"
@@ -32,7 +37,6 @@ EVIDENCE: Final = "evidence.jsonl"
 REGISTRY: Final = "registry"
 REGISTRY_KEY: Final = "registry-key.pub"
 README: Final = "README.txt"
-EVIDENCE_FIELDS: Final = frozenset({"seq", "header", "signatures", "user_id", "body_sha256"})
 #: How often (in entries) verify and replay report progress.
 PROGRESS_EVERY: Final = 100_000
 
@@ -67,6 +71,9 @@ def parse_log_key(text: str) -> NoteVerifier:
 def load_checkpoint_notes(path: Path | str) -> list[str]:
     """Checkpoint notes an auditor holds: a file with one note, or lines of ``{"note": ...}``.
 
+    The auditor's own file, so blank lines and spacing are forgiven; what is
+    not a note is still named by line, never a crash.
+
     Raises:
         AuditError: unreadable, or neither form.
     """
@@ -81,13 +88,24 @@ def load_checkpoint_notes(path: Path | str) -> list[str]:
         if not line.strip():
             continue
         try:
-            doc = json.loads(line)
-            if set(doc) != {"note"} or not isinstance(doc["note"], str):
-                raise ValueError("not {note}")
-        except (ValueError, TypeError) as e:
-            raise AuditError(f"{path} line {n}: not {{\"note\": ...}}") from e
-        notes.append(doc["note"])
+            notes.append(_note_of(strict_json.loads(line.encode("utf-8"))))
+        except ValueError as e:
+            raise AuditError(f"{path} line {n}: not {{\"note\": ...}} ({e})") from e
     return notes
+
+
+def _note_of(doc: object) -> str:
+    if not isinstance(doc, dict) or set(doc) != {"note"} or not isinstance(doc["note"], str):
+        raise ValueError('not {"note": "<signed checkpoint>"}')
+    return doc["note"]
+
+
+def checkpoint_line(note: str) -> bytes:
+    """The line of ``checkpoints.jsonl`` for ``note``, without its newline: compact JSON,
+    UTF-8, the note's characters as they are (its signature lines start with an em
+    dash), with JSON's escapes for ``"``, ``\\`` and control characters."""
+    return json.dumps({"note": note}, ensure_ascii=False,
+                      separators=(",", ":")).encode("utf-8")
 
 
 class Failure(Exception):
@@ -95,6 +113,65 @@ class Failure(Exception):
                  seq: int | None = None) -> None:
         super().__init__(message)
         self.file, self.line, self.seq = file, line, seq
+
+    def where(self) -> str:
+        """``file line N`` (or what of it is known), to put before the message."""
+        return (self.file or "") + (f" line {self.line}" if self.line is not None else "")
+
+
+class LineReader:
+    """The lines of one export file, each without its ``\\n``, counted from 1.
+
+    Raises :class:`Failure` (naming the file and line) for a line longer than
+    ``MAX_LINE_BYTES``, which is skipped without being held in memory so
+    that the next line is read in step, and for a last line without a
+    newline. ``seq_lines`` adds ``seq = line - 1`` to failures (entries.jsonl).
+    """
+
+    def __init__(self, stream: IO[bytes], file: str, *, seq_lines: bool = False) -> None:
+        self._stream = stream
+        self.file = file
+        self._seq_lines = seq_lines
+        self.line = 0
+        self.bytes_read = 0
+
+    def fail(self, message: str) -> Failure:
+        return Failure(message, file=self.file, line=self.line,
+                       seq=self.line - 1 if self._seq_lines else None)
+
+    def read(self) -> bytes | None:
+        """The next line without its newline, or None at the end of the file."""
+        raw = self._stream.readline(MAX_LINE_BYTES + 2)
+        if not raw:
+            return None
+        self.line += 1
+        self.bytes_read += len(raw)
+        if raw.endswith(b"\n"):
+            return raw[:-1]
+        if len(raw) <= MAX_LINE_BYTES:
+            raise self.fail("the last line does not end with a newline")
+        while (rest := self._stream.readline(1 << 16)) and not rest.endswith(b"\n"):
+            self.bytes_read += len(rest)
+        self.bytes_read += len(rest)
+        raise self.fail(f"longer than {MAX_LINE_BYTES} bytes: not a line of an export")
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (data := self.read()) is not None:
+            yield data
+
+
+def read_entries(lines: LineReader) -> Iterator[Entry]:
+    """The entries of ``entries.jsonl`` for reports, proofs and replay, which trust
+    verify: a line that is not an entry fails naming its line.
+
+    Raises:
+        Failure: a line that is not an entry in its canonical form.
+    """
+    for raw in lines:
+        try:
+            yield Entry.from_bytes(raw)
+        except EntryFormatError as e:
+            raise lines.fail(f"{e}; run verify") from e
 
 
 @dataclass
@@ -110,17 +187,19 @@ def read_checkpoints(path: Path, verifier: NoteVerifier) -> Iterator[CheckpointG
     group: CheckpointGroup | None = None
     origin: str | None = None
     with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
+        lines = LineReader(f, CHECKPOINTS)
+        for raw in lines:
+            n = lines.line
             where: dict[str, Any] = {"file": CHECKPOINTS, "line": n}
             try:
-                doc = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as e:
-                raise Failure("not a JSON line", **where) from e
-            if not isinstance(doc, dict) or set(doc) != {"note"} or not isinstance(
-                    doc["note"], str):
-                raise Failure('not {"note": "<signed checkpoint>"}', **where)
+                note = _note_of(strict_json.loads(raw))
+            except ValueError as e:
+                raise Failure(f"not a checkpoint line ({e})", **where) from e
+            if checkpoint_line(note) != raw:
+                raise Failure('not in canonical form: {"note":"..."}, compact, UTF-8, '
+                              "nothing before or after", **where)
             try:
-                cp = open_checkpoint(doc["note"], verifier)
+                cp = open_checkpoint(note, verifier)
             except NoteError as e:
                 raise Failure(f"the checkpoint does not verify with the log key "
                                f"{verifier.name}+{verifier.key_hash.hex()}: {e}", **where) from e
@@ -142,52 +221,61 @@ def read_checkpoints(path: Path, verifier: NoteVerifier) -> Iterator[CheckpointG
         yield group
 
 
-@dataclass
 class EvidenceReader:
-    """evidence.jsonl read in step with entries.jsonl."""
+    """evidence.jsonl read in step with entries.jsonl: each line is the canonical evidence
+    line (6.1) whose SHA-256 is its entry's ``evidence_sha256``, and agrees with it."""
 
-    stream: IO[bytes]
-    line: int = 0
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._lines = LineReader(stream, EVIDENCE)
+
+    @property
+    def line(self) -> int:
+        return self._lines.line
 
     def next_for(self, entry: Entry) -> Evidence:
-        raw = self.stream.readline()
-        self.line += 1
-        where: dict[str, Any] = {"file": EVIDENCE, "line": self.line, "seq": entry.seq}
-        if not raw:
+        """The evidence of ``entry``, read from the next line.
+
+        Raises:
+            Failure: the line is missing, not of its form, or not the entry's evidence.
+        """
+        raw = self._lines.read()
+        where: dict[str, Any] = {"file": EVIDENCE, "line": self._lines.line, "seq": entry.seq}
+        if raw is None:
+            where["line"] += 1  # the line that is missing
             raise Failure("evidence.jsonl ends before entries.jsonl", **where)
         try:
-            doc = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise Failure("not a JSON line", **where) from e
-        if not isinstance(doc, dict) or set(doc) != EVIDENCE_FIELDS:
-            raise Failure("not {seq, header, signatures, user_id, body_sha256}", **where)
-        if doc["seq"] != entry.seq or type(doc["seq"]) is not int:
-            raise Failure(f"evidence for seq {doc['seq']!r} where seq {entry.seq} belongs",
-                           **where)
-        try:
-            header = None if doc["header"] is None else b64decode(doc["header"])
-            ev = Evidence(header=header, signatures=doc["signatures"], user_id=doc["user_id"],
-                          body_sha256=doc["body_sha256"])
-        except (KeysError, EntryFormatError) as e:
-            raise Failure(f"not evidence of the documented form: {e}", **where) from e
+            seq, ev = Evidence.from_line(raw)
+        except EntryFormatError as e:
+            raise Failure(f"not a canonical evidence line ({e})", **where) from e
+        if seq != entry.seq:
+            raise Failure(f"evidence for seq {seq} where seq {entry.seq} belongs", **where)
+        if hashlib.sha256(raw).hexdigest() != entry.evidence_sha256:
+            raise Failure("the line does not hash to the entry's evidence_sha256: the "
+                          "evidence was changed after the entry was written", **where)
+        # The hash binds the line to the entry; these show that the broker wrote
+        # the two in agreement.
+        if ev.publisher != entry.publisher:
+            raise Failure("the publisher differs from the entry's", **where)
         if ev.header is not None:
+            if entry.unreadable:
+                raise Failure("a header in the evidence of a body refused at check 1",
+                              **where)
             if hashlib.sha256(ev.header).hexdigest() != entry.header_sha256:
                 raise Failure("the header in the evidence does not hash to the entry's "
-                               "header_sha256", **where)
-            if ev.signatures is None:
-                raise Failure("a header without its signatures", **where)
-        else:
-            # 6.3: a body whose header cannot be read is logged with a null
-            # message id and the SHA-256 of the whole body as header_sha256.
-            if entry.message_id is not None or entry.header_sha256 != ev.body_sha256:
-                raise Failure("no header in the evidence, but the entry names a header",
-                               **where)
+                              "header_sha256", **where)
+        elif not entry.unreadable:
+            raise Failure("no header in the evidence, but the entry names a header", **where)
+        elif entry.header_sha256 != ev.body_sha256:
+            # 6.1: a body refused at check 1 is logged with the SHA-256 of the whole
+            # body as its header_sha256.
+            raise Failure("the header_sha256 of a body refused at check 1 is not the hash "
+                          "of the whole body", **where)
         return ev
 
     def finish(self, entries: int) -> None:
-        if self.stream.readline():
+        if self._lines.read() is not None:
             raise Failure(f"evidence.jsonl has more lines than the {entries} entries",
-                           file=EVIDENCE, line=self.line + 1)
+                          file=EVIDENCE, line=self._lines.line)
 
 
 def outcome(decision: str, reason: str | None) -> str:

@@ -8,7 +8,6 @@ place, so a failed export leaves nothing that looks complete.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -27,6 +26,7 @@ from audit.export_dir import (
     README,
     REGISTRY,
     REGISTRY_KEY,
+    checkpoint_line,
     directory_file,
 )
 from keys import (
@@ -34,14 +34,13 @@ from keys import (
     KeysError,
     NoteError,
     NoteVerifier,
-    b64encode,
     open_checkpoint,
     public_key_text,
 )
 from protocols import merkle
 from protocols.directory import verify_directory
 from protocols.errors import DirectoryError
-from protocols.log_format import Entry, Evidence
+from protocols.log_format import Entry
 
 
 class LogSource(Protocol):
@@ -61,8 +60,7 @@ class LogSource(Protocol):
 
     def entries(self, start: int = 0, end: int | None = None) -> Iterator[bytes]: ...
 
-    def evidences(self, start: int = 0, end: int | None = None
-                  ) -> Iterator[tuple[int, Evidence]]: ...
+    def evidence_lines(self, start: int = 0, end: int | None = None) -> Iterator[bytes]: ...
 
     def find_entries(self, message_id: str) -> list[Entry]: ...
 
@@ -82,24 +80,34 @@ infoshare transfer log export
 =============================
 
 This directory is an export of an infoshare transfer log (wire format v1,
-section 6). It holds no personal data: entries and evidence carry codes,
-hashes and times only.
+section 6, as amended 2026-11-30). It holds no personal data: entries and
+evidence carry codes, hashes, key ids, signatures, AMQP user names and times.
 
-entries.jsonl      one entry per line: the exact entry bytes (compact JSON, keys
-                   in the order of wire spec 6.1), then "\\n". Line k holds seq k-1.
+entries.jsonl      one entry per line: the exact entry bytes, then "\\n". Line k
+                   holds seq k-1. An entry is compact ASCII JSON with exactly
+                   these 19 keys in this order: seq, at, message_id, kind,
+                   decision, reason, protocol, purpose, sender, recipient,
+                   in_reply_to, consent, subject_informed, data_categories,
+                   header_sha256, payload_sha256, registry_version, publisher,
+                   evidence_sha256.
                    leaf hash = SHA-256(0x00 || entry bytes).
-checkpoints.jsonl  one {"note": "<signed checkpoint>"} per line, smallest tree
-                   size first. A note is a C2SP tlog-checkpoint signed as a
-                   C2SP signed note: origin, tree size, base64 root, a blank
-                   line, signature lines. The last covers every entry.
+checkpoints.jsonl  one {"note":"<signed checkpoint>"} per line (compact, UTF-8),
+                   smallest tree size first. A note is a C2SP tlog-checkpoint
+                   signed as a C2SP signed note: origin, tree size, base64 root,
+                   a blank line, signature lines. The last covers every entry.
 log-key.txt        the verifier key of the checkpoints:
                    <name>+<hex key hash>+<base64(0x01 || Ed25519 public key)>.
                    Compare it with the key you obtained from the log's operator.
-evidence.jsonl     per entry, in seq order: {"seq", "header" (base64 of the
-                   header bytes as received, or null when the body could not be
-                   read), "signatures" ([{"key","sig"}] as in the envelope, or
-                   null), "user_id" (the AMQP user that published), "body_sha256"}.
-                   SHA-256(header bytes) equals the entry's header_sha256.
+evidence.jsonl     line k is the evidence line of seq k-1, byte for byte as the
+                   log holds it, then "\\n": compact ASCII JSON
+                   {"seq","header","signatures","publisher","body_sha256"}:
+                   base64 of the header bytes as received (null when the body
+                   failed check 1), the envelope's [{"key","sig"}] as received
+                   (null likewise), the AMQP user that published (null if
+                   none), hex SHA-256 of the whole AMQP body.
+                   SHA-256(line) equals the entry's evidence_sha256, and
+                   SHA-256(header bytes) its header_sha256. Verifying does not
+                   need this file; replaying does.
 registry/registry-key.pub          the registry's Ed25519 public key (base64).
 registry/directory-<version>.json  the signed registry directory of every
                    version an entry names (its registry_version), as served.
@@ -107,8 +115,9 @@ registry/directory-<version>.json  the signed registry directory of every
 To verify: recompute the RFC 9162 Merkle tree over the lines of entries.jsonl
 (node hash SHA-256(0x01 || left || right), empty tree SHA-256("")), check that
 seq runs 0..n-1, that every checkpoint verifies with the log key you trust and
-that its root equals the recomputed root at its size, and that the last
-checkpoint's size is n. `infoshare audit verify DIR --log-key KEY` does this;
+that its root equals the recomputed root at its size, that the last
+checkpoint's size is n, and that each line of evidence.jsonl hashes to its
+entry's evidence_sha256. `infoshare audit verify DIR --log-key KEY` does this;
 `infoshare audit replay DIR` re-runs every decision. docs/export-format.md in
 the infoshare sources describes the format in full.
 """
@@ -158,10 +167,9 @@ def export(log: LogSource, out_dir: Path | str, *, directories: Callable[[int], 
         versions = _write_entries(log, work, newest)
         _write_evidence(log, work, newest.size)
         notes = log.checkpoints(upto=newest.size)
-        with open(work / CHECKPOINTS, "w", encoding="utf-8", newline="\n") as f:
+        with open(work / CHECKPOINTS, "wb") as f:
             for n in notes:
-                f.write(json.dumps({"note": n}, ensure_ascii=False, separators=(",", ":")))
-                f.write("\n")
+                f.write(checkpoint_line(n) + b"\n")
         (work / LOG_KEY).write_text(verifier.line() + "\n", encoding="utf-8")
         _write_registry(work / REGISTRY, versions, directories, registry_key)
         (work / README).write_text(_README_TEXT, encoding="utf-8")
@@ -198,14 +206,10 @@ def _write_entries(log: LogSource, work: Path, newest: Checkpoint) -> set[int]:
 
 
 def _write_evidence(log: LogSource, work: Path, size: int) -> None:
-    with open(work / EVIDENCE, "w", encoding="utf-8", newline="\n") as f:
-        for seq, ev in log.evidences(0, size):
-            f.write(json.dumps({
-                "seq": seq,
-                "header": None if ev.header is None else b64encode(ev.header),
-                "signatures": ev.signatures, "user_id": ev.user_id,
-                "body_sha256": ev.body_sha256}, separators=(",", ":")))
-            f.write("\n")
+    # Byte for byte as the log holds them: each line's hash is in its entry.
+    with open(work / EVIDENCE, "wb") as f:
+        for line in log.evidence_lines(0, size):
+            f.write(line + b"\n")
 
 
 def _write_registry(path: Path, versions: set[int], directories: Callable[[int], bytes],

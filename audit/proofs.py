@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,8 +13,10 @@ from audit.export_dir import (
     ENTRIES,
     LOG_KEY,
     Failure,
+    LineReader,
     load_checkpoint_notes,
     outcome,
+    read_entries,
 )
 from audit.exporting import LogSource
 from keys import (
@@ -24,7 +25,7 @@ from keys import (
     NoteVerifier,
     open_checkpoint,
 )
-from protocols import merkle
+from protocols import merkle, strict_json
 from protocols.log_format import Entry, EntryFormatError
 
 PROOF_FORMAT: Final = "infoshare-inclusion-proof/v1"
@@ -93,15 +94,16 @@ def _from_export(d: Path, message_id: str, log_key: NoteVerifier | None
         leaves: list[bytes] = []
         found: list[Entry] = []
         with open(d / ENTRIES, "rb") as f:
-            for raw in f:
-                e = Entry.from_bytes(raw.rstrip(b"\n"))
+            for e in read_entries(LineReader(f, ENTRIES, seq_lines=True)):
                 leaves.append(e.leaf_hash)
                 if e.message_id == message_id:
                     found.append(e)
     except (OSError, UnicodeDecodeError) as e:
         raise AuditError(f"{d}: cannot read the export") from e
-    except (NoteError, EntryFormatError) as e:
+    except NoteError as e:
         raise AuditError(f"{d}: {e}; run verify") from e
+    except Failure as f:
+        raise AuditError(f"{f.where()}: {f}") from f
     if not found:
         raise AuditError(f"no entry of the export names message {message_id}")
     if not notes:
@@ -137,17 +139,23 @@ def check_proof(proof: dict[str, Any] | Path | str,
         AuditError: the proof file cannot be read.
     """
     warnings: list[str] = []
+    doc: object = proof
+    source = ""  # a proof read from a file names the file in every failure
     if not isinstance(proof, dict):
+        path = Path(proof)
+        source = f"{path.name}: "
         try:
-            proof = json.loads(Path(proof).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as e:
-            raise AuditError(f"{proof}: cannot read the proof") from e
-        except ValueError:
-            return ProofCheck(ok=False, failure="the proof is not JSON")
+            data = path.read_bytes()
+        except OSError as e:
+            raise AuditError(f"{path}: cannot read the proof") from e
+        try:
+            doc = strict_json.loads(data)
+        except strict_json.StrictJSONError as e:
+            return ProofCheck(ok=False, failure=f"{source}not a proof document ({e})")
     try:
-        return _check_proof(proof, log_key, warnings)
+        return _check_proof(doc, log_key, warnings)
     except Failure as f:
-        return ProofCheck(ok=False, failure=str(f), warnings=tuple(warnings))
+        return ProofCheck(ok=False, failure=f"{source}{f}", warnings=tuple(warnings))
 
 
 def _check_proof(doc: Any, pinned: NoteVerifier | None, warnings: list[str]) -> ProofCheck:

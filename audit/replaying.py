@@ -2,7 +2,8 @@
 
 Each entry is re-decided with what decided it: the directory version it
 names, its evidence, the entries before it, and its own time. Anything that
-cannot be re-run is a mismatch, never a silent pass.
+cannot be re-run is a mismatch, never a silent pass. Replay needs
+``evidence.jsonl`` (wire spec 6.4) and refuses an export without it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from audit.export_dir import (
     REGISTRY_KEY,
     EvidenceReader,
     Failure,
+    LineReader,
     Progress,
     directory_file,
     outcome,
+    read_entries,
 )
 from keys import (
     KeyId,
@@ -34,7 +37,7 @@ from keys import (
 from protocols.directory import verify_directory
 from protocols.envelope import EnvelopeRefused, header_codes, parse_header
 from protocols.errors import DirectoryError
-from protocols.log_format import UNREADABLE_REASONS, Entry, EntryFormatError, Evidence
+from protocols.log_format import Entry, Evidence
 from protocols.model import Directory, Signature, Submission
 from protocols.policy import Decision, LoggedMessage, decide
 
@@ -134,24 +137,22 @@ def _replay_one(entry: Entry, ev: Evidence, history: _History,
         return Mismatch(entry.seq, entry.message_id, recorded, replayed, detail)
 
     if ev.header is None:
-        if entry.decision == "refused" and entry.reason in UNREADABLE_REASONS:
-            return None  # nothing to re-run: the body itself was refused at check 1
+        if entry.unreadable:
+            # Nothing to re-run: the body itself was refused at check 1, and the
+            # evidence (bound to the entry by its hash) holds only its hash.
+            return None
         return mismatch("the evidence holds no header, so only a refusal at check 1 "
                         "(malformed, too_large, unsupported_version) fits")
     try:
         header = parse_header(ev.header)
     except EnvelopeRefused as e:
-        if entry.decision == "refused" and entry.reason in UNREADABLE_REASONS:
-            return None
+        # A header the router logged passed check 1; one that does not parse now
+        # cannot have decided anything but a check-1 refusal, which logs none (6.1).
         return mismatch("the header in the evidence cannot be read", f"refused ({e.reason})")
     view = header_codes(header)
     differ = [name for name in _HEADER_FIELDS if getattr(entry, name) != view[name]]
     if differ:
         return mismatch(f"the entry's {', '.join(differ)} differ from its header")
-    if entry.decision == "refused" and entry.reason in UNREADABLE_REASONS:
-        # The header reads; a check-1 refusal came from the rest of the body,
-        # which the evidence does not keep. Accepted as recorded.
-        return None
     sigs = _signatures(ev.signatures or [])
     if sigs is None:
         return mismatch("the signatures in the evidence are not of the envelope's form")
@@ -164,7 +165,7 @@ def _replay_one(entry: Entry, ev: Evidence, history: _History,
     # header its claimed length. A length that differed would have changed
     # the hash too, so check 13 comes out the same.
     sub = Submission(header=header, header_bytes=ev.header, signatures=sigs,
-                     user_id=ev.user_id, payload_sha256=entry.payload_sha256,
+                     user_id=ev.publisher, payload_sha256=entry.payload_sha256,
                      payload_length=header.payload.length)
     now = entry.time
     got = decide(sub, directory, history, now)
@@ -195,10 +196,15 @@ def replay(directory: Path | str, *, registry_key: bytes | None = None,
     ``registry/registry-key.pub`` is used.
 
     Raises:
-        AuditError: entries.jsonl, evidence.jsonl or the registry key cannot be read,
-            or an entry or evidence line is not of its form (verify reports which).
+        AuditError: the export has no evidence.jsonl; entries.jsonl or the registry
+            key cannot be read, or an entry is not of its form (named by line).
     """
     d = Path(directory)
+    if not (d / EVIDENCE).is_file():
+        raise AuditError(
+            f"{d}: no evidence.jsonl: replay re-checks every decision from its evidence "
+            "(the header bytes, signatures and publisher), so it needs an export that "
+            "holds it; `infoshare audit export` writes one")
     if registry_key is None:
         try:
             registry_key = parse_public_key_text(
@@ -212,18 +218,17 @@ def replay(directory: Path | str, *, registry_key: bytes | None = None,
         total = (d / ENTRIES).stat().st_size
         with open(d / ENTRIES, "rb") as entries, open(d / EVIDENCE, "rb") as ev_stream:
             reader = EvidenceReader(ev_stream)
-            done = 0
-            for n, raw in enumerate(entries, 1):
-                done += len(raw)
-                entry = Entry.from_bytes(raw.rstrip(b"\n"))
+            lines = LineReader(entries, ENTRIES, seq_lines=True)
+            for entry in read_entries(lines):
+                n = lines.line
                 if entry.seq != n - 1:
-                    raise AuditError(f"entries.jsonl line {n}: seq {entry.seq}; run verify")
+                    raise lines.fail(f"seq {entry.seq}; run verify")
                 try:
                     ev = reader.next_for(entry)
                 except Failure as f:
                     out.append(Mismatch(entry.seq, entry.message_id,
                                         outcome(entry.decision, entry.reason), None,
-                                        f"cannot replay: evidence.jsonl line {f.line}: {f}"))
+                                        f"cannot replay: {f.where()}: {f}"))
                     history.add(entry)
                     continue
                 found = _replay_one(entry, ev, history, directories)
@@ -231,9 +236,9 @@ def replay(directory: Path | str, *, registry_key: bytes | None = None,
                     out.append(found)
                 history.add(entry)
                 if progress is not None and n % PROGRESS_EVERY == 0:
-                    progress(n, done, total)
+                    progress(n, lines.bytes_read, total)
     except OSError as e:
         raise AuditError(f"{d}: cannot read the export ({e.strerror})") from e
-    except EntryFormatError as e:
-        raise AuditError(f"{d}: {e}; run verify") from e
+    except Failure as f:
+        raise AuditError(f"{f.where()}: {f}") from f
     return out

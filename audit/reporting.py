@@ -1,6 +1,10 @@
 """Reports over an export: who shared what with whom, when, for which purpose, on which ground.
 
 Codes only, as the log holds them: no personal data exists here to show.
+Each row also names the AMQP user that published the message (``publisher``),
+which for a refused message may not be the sender it claims: a unit's
+envelope replayed by another unit is refused ``sender_mismatch``, and the
+report says who did it.
 """
 
 from __future__ import annotations
@@ -16,10 +20,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from audit.errors import AuditError
-from audit.export_dir import (
-    ENTRIES,
-)
-from protocols.log_format import Entry, EntryFormatError
+from audit.export_dir import ENTRIES, Failure, LineReader, read_entries
+from protocols.log_format import Entry
+from protocols.model import amqp_user
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class ReportFilters:
     purpose: str | None = None
     decision: str | None = None
     ground: str | None = None
+    #: The AMQP user that published (``org.unit``), or the unit's address (``org/unit``).
+    publisher: str | None = None
 
     def admits(self, e: Entry) -> bool:
         day = e.at[:10]
@@ -50,7 +55,14 @@ class ReportFilters:
             return False
         if self.decision is not None and e.decision != self.decision:
             return False
+        if self.publisher is not None and e.publisher != _user(self.publisher):
+            return False
         return self.ground is None or (e.consent or {}).get("ground") == self.ground
+
+
+def _user(publisher: str) -> str:
+    """A unit's AMQP user from its address; anything else as it is given."""
+    return amqp_user(publisher) if publisher.count("/") == 1 else publisher
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,7 @@ class ReportRow:
     purpose: str | None
     sender: str | None
     recipient: str | None
+    publisher: str | None
     categories: tuple[str, ...]
     consent: str | None
     ground: str | None
@@ -75,20 +88,21 @@ class ReportRow:
     def of(cls, e: Entry) -> ReportRow:
         consent = e.consent or {}
         return cls(seq=e.seq, time=e.at, kind=e.kind, protocol=e.protocol, purpose=e.purpose,
-                   sender=e.sender, recipient=e.recipient,
+                   sender=e.sender, recipient=e.recipient, publisher=e.publisher,
                    categories=tuple(e.data_categories or ()), consent=consent.get("status"),
                    ground=consent.get("ground"), decision=e.decision, reason=e.reason,
                    message_id=e.message_id)
 
 
 _ROW_HEADINGS: Final = ("seq", "time", "kind", "protocol", "purpose", "sender", "recipient",
-                        "categories", "consent", "ground", "decision", "reason", "message_id")
+                        "publisher", "categories", "consent", "ground", "decision", "reason",
+                        "message_id")
 
 
 def _cells(r: ReportRow) -> list[str]:
     return [str(r.seq), r.time, r.kind or "", r.protocol or "", r.purpose or "",
-            r.sender or "", r.recipient or "", " ".join(r.categories), r.consent or "",
-            r.ground or "", r.decision, r.reason or "", r.message_id or ""]
+            r.sender or "", r.recipient or "", r.publisher or "", " ".join(r.categories),
+            r.consent or "", r.ground or "", r.decision, r.reason or "", r.message_id or ""]
 
 
 def _table(headings: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -189,13 +203,11 @@ def report(directory: Path | str, filters: ReportFilters | None = None) -> Repor
     out = Report(filters or ReportFilters())
     try:
         with open(d / ENTRIES, "rb") as f:
-            for n, raw in enumerate(f, 1):
-                try:
-                    e = Entry.from_bytes(raw.rstrip(b"\n"))
-                except EntryFormatError as err:
-                    raise AuditError(f"entries.jsonl line {n}: {err}; run verify") from err
+            for e in read_entries(LineReader(f, ENTRIES, seq_lines=True)):
                 if out.filters.admits(e):
                     out.add(e)
     except OSError as e:
         raise AuditError(f"{d}: cannot read {ENTRIES} ({e.strerror})") from e
+    except Failure as f:
+        raise AuditError(f"{f.where()}: {f}") from f
     return out

@@ -4,12 +4,16 @@ Streams: memory is O(log n) for the tree plus one checkpoint group and the
 checkpoints the auditor holds, whatever the size of the log. It stops at the
 first problem in tree order and names it (entry seq and line, or checkpoint
 line).
+
+``evidence.jsonl`` is optional (6.4): without it the integrity checks pass
+on their own, with a warning that replay needs it; with it, every line must
+hash to its entry's ``evidence_sha256``.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from audit.export_dir import (
     CheckpointGroup,
     EvidenceReader,
     Failure,
+    LineReader,
     Progress,
     read_checkpoints,
 )
@@ -52,12 +57,15 @@ class VerifyResult:
     line: int | None = None
     seq: int | None = None
     warnings: tuple[str, ...] = ()
+    #: Whether evidence.jsonl was there and every line of it checked.
+    evidence: bool = False
 
     def summary(self) -> str:
         if self.ok:
             root = b64encode(self.root) if self.root is not None else "-"
+            evidence = "evidence checked" if self.evidence else "no evidence"
             return (f"ok: {self.entries} entries, {self.checkpoints} checkpoints, "
-                    f"root {root}")
+                    f"{evidence}, root {root}")
         where = []
         if self.file is not None:
             where.append(self.file + (f" line {self.line}" if self.line is not None else ""))
@@ -93,9 +101,13 @@ def verify(directory: Path | str, progress: Progress | None = None, *,
     except OSError as e:
         raise AuditError(f"{d}: cannot read the export ({e.strerror}: "
                          f"{Path(e.filename).name if e.filename else ''})") from e
+    if not result["evidence"]:
+        warnings.append(f"no {EVIDENCE}: the entries and checkpoints verify, but no "
+                        "decision can be re-checked; audit replay needs an export that "
+                        "holds the evidence")
     return VerifyResult(ok=True, entries=counts["entries"], checkpoints=counts["checkpoints"],
                         root=result["root"], origin=result.get("origin"),
-                        warnings=tuple(warnings))
+                        warnings=tuple(warnings), evidence=result["evidence"])
 
 
 def _verifier_for(d: Path, pinned: NoteVerifier | None, warnings: list[str]) -> NoteVerifier:
@@ -169,33 +181,29 @@ def _verify(d: Path, verifier: NoteVerifier, held_notes: Sequence[str],
     total = (d / ENTRIES).stat().st_size
     evidence_path = d / EVIDENCE
     with open(d / ENTRIES, "rb") as entries, (
-            open(evidence_path, "rb") if evidence_path.exists() else io.BytesIO()) as ev_stream:
-        reader = EvidenceReader(ev_stream) if evidence_path.exists() else None
+            open(evidence_path, "rb") if evidence_path.exists() else nullcontext()) as ev_stream:
+        reader = None if ev_stream is None else EvidenceReader(ev_stream)
         settle()
-        done = 0
-        for n, raw in enumerate(entries, 1):
-            done += len(raw)
-            seq = n - 1
-            if not raw.endswith(b"\n"):
-                raise Failure("the last line does not end with a newline", file=ENTRIES,
-                               line=n, seq=seq)
+        lines = LineReader(entries, ENTRIES, seq_lines=True)
+        for raw in lines:
+            seq = lines.line - 1
             try:
-                entry = Entry.from_bytes(raw[:-1])
+                entry = Entry.from_bytes(raw)
             except EntryFormatError as e:
-                raise Failure(f"not a canonical entry ({e})", file=ENTRIES, line=n,
-                               seq=seq) from e
+                raise lines.fail(f"not a canonical entry ({e})") from e
             if entry.seq != seq:
-                raise Failure(f"seq {entry.seq} where seq {seq} belongs: entries were removed, "
-                               "inserted or reordered", file=ENTRIES, line=n, seq=seq)
+                raise lines.fail(f"seq {entry.seq} where seq {seq} belongs: entries were "
+                                 "removed, inserted or reordered")
             if reader is not None:
                 reader.next_for(entry)
             cr.append(entry.leaf_hash)
             counts["entries"] = cr.size
             settle()
-            if progress is not None and n % PROGRESS_EVERY == 0:
-                progress(n, done, total)
+            if progress is not None and lines.line % PROGRESS_EVERY == 0:
+                progress(lines.line, lines.bytes_read, total)
         if reader is not None:
             reader.finish(cr.size)
+    result["evidence"] = reader is not None
     size = cr.size
     if pending is not None:
         raise Failure(f"the checkpoint of size {pending.size} covers more entries than the "
@@ -212,8 +220,6 @@ def _verify(d: Path, verifier: NoteVerifier, held_notes: Sequence[str],
         raise Failure(f"the newest checkpoint covers {newest.size} of {size} entries: entries "
                        f"from seq {newest.size} on are not signed", file=ENTRIES,
                        line=newest.size + 1, seq=newest.size)
-    if reader is None:
-        raise Failure("no evidence.jsonl: the decisions cannot be re-checked", file=EVIDENCE)
     if progress is not None and size >= PROGRESS_EVERY:
         progress(size, total, total)  # the last word, after the periodic ones
     result["root"] = cr.root()

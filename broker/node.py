@@ -24,6 +24,10 @@ to nothing else on the machine. This module guarantees:
   node's process group. It is safe to call on a node that is already dead.
 * **Findable.** ``data_dir/node.json`` records the ports and process ids, so
   another process can stop the node (:meth:`RabbitNode.from_state`).
+* **The wire limit.** ``max_message_size`` is the wire spec's limit on a whole
+  AMQP body (16 MiB, ``protocols.envelope.MAX_BODY_BYTES``): the node refuses
+  a larger publish by closing the publisher's channel (406), so no larger
+  body is ever stored, queued or handed to the router.
 
 The real scripts in ``/usr/lib/rabbitmq/bin`` are called, not the
 ``/usr/sbin`` wrappers: as root those switch to the ``rabbitmq`` user, which
@@ -53,6 +57,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from protocols.envelope import MAX_BODY_BYTES
 
 __all__ = [
     "RABBITMQ_BIN",
@@ -323,6 +329,7 @@ class RabbitNode:
             f"listeners.tcp.1 = {c.host}:{c.amqp_port}\n"
             f"management.tcp.ip = {c.host}\n"
             f"management.tcp.port = {c.management_port}\n"
+            f"max_message_size = {MAX_BODY_BYTES}\n"
             # In a namespace of its own, this machine reaches the node over a private
             # bridge, not loopback: guest must be let in from there (and can be from
             # nowhere else: nothing else reaches that bridge).

@@ -12,8 +12,13 @@ at any point safe:
 
 A crash before 2 leaves nothing: the message comes back and is decided anew.
 A crash after 2 leaves a logged decision whose message comes back; it is
-recognised (same message id, header hash and body hash) and published again
-with the logged decision and no new entry.
+recognised (same message id, header hash, body hash and publishing user) and
+published again with the logged decision and no new entry.
+
+Every entry is written with its evidence line (wire spec 6.1): the header
+bytes and signatures as received, the publishing AMQP user and the hash of
+the whole body. A body refused at check 1 names nothing from its header,
+however much of the header could be read.
 
 Throughput comes from batching without weakening that order: messages that
 arrive together are decided and appended in one log transaction, and their
@@ -63,9 +68,8 @@ import pika.frame
 import pika.spec
 
 from broker.transfer_log import LogBatch, LogUnavailable, TransferLog
-from keys import SigningKeyPair, b64encode
+from keys import SigningKeyPair
 from protocols.amqp import DELIVER, ingress_name
-from protocols.directory import format_time
 from protocols.envelope import (
     EnvelopeRefused,
     Notice,
@@ -73,7 +77,7 @@ from protocols.envelope import (
     build_notice,
     parse_envelope,
 )
-from protocols.log_format import Entry, EntryDraft, Evidence
+from protocols.log_format import Entry, EntryDraft, Evidence, publisher_of
 from protocols.model import Directory, amqp_user
 from protocols.policy import decide
 from protocols.reasons import Reason
@@ -118,7 +122,7 @@ class _Pending:
 class _Inbound:
     delivery_tag: int
     body: bytes
-    user_id: str | None
+    publisher: str | None  # the AMQP user_id, which RabbitMQ checked
     redelivered: bool
 
 
@@ -436,7 +440,7 @@ class Router:
                     props: pika.spec.BasicProperties, body: bytes) -> None:
         if self._fault == "ack_before_commit":
             ch.basic_ack(method.delivery_tag)  # the deliberate bug: acked before it is safe
-        self._inbound.append(_Inbound(method.delivery_tag, body, props.user_id,
+        self._inbound.append(_Inbound(method.delivery_tag, body, publisher_of(props.user_id),
                                       bool(method.redelivered)))
         if len(self._inbound) >= self._batch_size:
             self._flush()
@@ -558,15 +562,15 @@ class Router:
         results: list[tuple[_Inbound, Entry, ParsedEnvelope | None]] = []
         again: list[bool] = []
         # Parsing is pure: done before the log's lock is taken.
-        parsed = [(msg, _parse(msg.body)) for msg in batch]
+        parsed = [(msg, parse_body(msg.body)) for msg in batch]
         with self._log.batch() as lb:
             lb.prefetch(_ids_to_look_up(outcome for _, outcome in parsed))
             for msg, outcome in parsed:
                 if (self._fault == "poison" and isinstance(outcome, ParsedEnvelope)
                         and outcome.header.message_id == self._fault_arg):
                     raise RuntimeError("fault injection: a message that fails every time")
-                entry, env, redelivered = self._decide_and_append(lb, msg, outcome, directory,
-                                                                  now)
+                entry, env, redelivered = decide_and_append(lb, msg.body, outcome,
+                                                            msg.publisher, directory, now)
                 results.append((msg, entry, env))
                 again.append(redelivered)
         # Committed: only now are the decisions counted and logged.
@@ -584,55 +588,6 @@ class Router:
                 self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
         return results
 
-    def _decide_and_append(
-        self, lb: LogBatch, msg: _Inbound, outcome: ParsedEnvelope | Reason,
-        directory: Directory, now: datetime
-    ) -> tuple[Entry, ParsedEnvelope | None, bool]:
-        body_sha = hashlib.sha256(msg.body).hexdigest()
-        if isinstance(outcome, Reason):
-            refusal = outcome
-            logged = lb.find_logged(None, body_sha, body_sha, msg.user_id)
-            if logged is not None:
-                return logged, None, True
-            draft = _unreadable_draft(refusal, body_sha, directory.version, now)
-            entry = lb.append(draft, Evidence(header=None, signatures=None,
-                                              user_id=msg.user_id, body_sha256=body_sha))
-            return entry, None, False
-
-        env = outcome
-        header = env.header
-        logged = lb.find_logged(header.message_id, env.header_sha256, body_sha, msg.user_id)
-        if logged is not None:
-            return logged, env, True
-        decision = decide(env.submission(msg.user_id), directory, lb, now)
-        draft = EntryDraft(
-            at=format_time(now),
-            message_id=header.message_id,
-            kind=header.kind,
-            decision=decision.decision,
-            reason=None if decision.reason is None else decision.reason.value,
-            protocol=header.protocol,
-            purpose=header.purpose,
-            sender=header.sender,
-            recipient=header.recipient,
-            in_reply_to=header.in_reply_to,
-            consent=None if header.consent is None else {
-                "status": header.consent.status, "ground": header.consent.ground},
-            subject_informed=header.subject_informed,
-            data_categories=list(header.data_categories),
-            header_sha256=env.header_sha256,
-            payload_sha256=hashlib.sha256(env.payload).hexdigest(),
-            registry_version=directory.version,
-        )
-        evidence = Evidence(
-            header=env.header_bytes,
-            signatures=[{"key": s.key, "sig": b64encode(s.sig)} for s in env.signatures],
-            user_id=msg.user_id,
-            body_sha256=body_sha,
-        )
-        entry = lb.append(draft, evidence)
-        return entry, env, False
-
     def _publish_outcome(self, msg: _Inbound, entry: Entry, env: ParsedEnvelope | None,
                          directory: Directory) -> None:
         ch = self._channel
@@ -646,7 +601,7 @@ class Router:
                               delivery_mode=2, content_type="application/json",
                               type="envelope", message_id=env.header.message_id,
                               headers={"infoshare-seq": entry.seq, "infoshare-leaf": leaf}))
-        sender = _unit_of_user(directory, msg.user_id)
+        sender = _unit_of_user(directory, msg.publisher)
         if sender is not None:
             notice = build_notice(
                 Notice(message_id=entry.message_id, decision=entry.decision,
@@ -758,11 +713,43 @@ def _parameters(url: str) -> pika.URLParameters:
     return params
 
 
-def _parse(body: bytes) -> ParsedEnvelope | Reason:
+def parse_body(body: bytes) -> ParsedEnvelope | Reason:
+    """Check 1: the envelope, or the reason it fails (pure, so done outside the log's lock)."""
     try:
         return parse_envelope(body)
     except EnvelopeRefused as e:
         return e.reason
+
+
+def decide_and_append(lb: LogBatch, body: bytes, parsed: ParsedEnvelope | Reason,
+                      publisher: str | None, directory: Directory, now: datetime
+                      ) -> tuple[Entry, ParsedEnvelope | None, bool]:
+    """Decide on one ingress body and append its entry and evidence, unless it is a
+    redelivery (6.3). Returns the entry (the logged one for a redelivery), the
+    envelope if it passed check 1, and whether it was a redelivery.
+
+    ``parsed`` is :func:`parse_body` of ``body``; ``publisher`` the AMQP
+    user_id. Redeliveries match on message id, header hash, body hash and
+    publisher (docs/internals.md, "Readings of the wire spec").
+    """
+    body_sha = hashlib.sha256(body).hexdigest()
+    if isinstance(parsed, Reason):
+        # Check 1 failed: whatever of the header could be read is not logged (6.1).
+        logged = lb.find_logged(None, body_sha, body_sha, publisher)
+        if logged is not None:
+            return logged, None, True
+        draft = EntryDraft.unreadable(parsed, body_sha, at=now,
+                                      registry_version=directory.version)
+        entry = lb.append(draft, Evidence.of(body_sha, None, publisher))
+        return entry, None, False
+    env = parsed
+    logged = lb.find_logged(env.header.message_id, env.header_sha256, body_sha, publisher)
+    if logged is not None:
+        return logged, env, True
+    decision = decide(env.submission(publisher), directory, lb, now)
+    draft = EntryDraft.for_envelope(env, decision, at=now, registry_version=directory.version)
+    entry = lb.append(draft, Evidence.of(body_sha, env, publisher))
+    return entry, env, False
 
 
 def _ids_to_look_up(outcomes: Iterable[ParsedEnvelope | Reason]) -> set[str]:
@@ -785,16 +772,6 @@ def _unit_of_user(directory: Directory, user_id: str | None) -> str | None:
     return None
 
 
-def _unreadable_draft(reason: Reason, body_sha: str, registry_version: int,
-                      now: datetime) -> EntryDraft:
-    return EntryDraft(
-        at=format_time(now), message_id=None, kind=None, decision="refused",
-        reason=reason.value, protocol=None, purpose=None, sender=None, recipient=None,
-        in_reply_to=None, consent=None, subject_informed=None, data_categories=None,
-        header_sha256=body_sha, payload_sha256=None, registry_version=registry_version,
-    )
-
-
 def _log_decision(entry: Entry) -> None:
     log.info("decision seq=%d message_id=%s decision=%s reason=%s", entry.seq,
              entry.message_id, entry.decision, entry.reason or "-")
@@ -806,5 +783,6 @@ def run_router(router: Router, *, install_signals: bool = True) -> None:
     router.run()
 
 
-__all__ = ["DirectoryHolder", "Router", "RouterStats", "run_router"]
+__all__ = ["DirectoryHolder", "Router", "RouterStats", "decide_and_append", "parse_body",
+           "run_router"]
 

@@ -2,16 +2,18 @@
 
 Storage is SQLAlchemy Core on SQLite (a file, WAL, ``synchronous=FULL``) or
 PostgreSQL (``postgresql+psycopg://``). Tables: ``entries`` (the exact entry
-bytes and their leaf hashes), ``evidence`` (how each decided envelope
-arrived), ``frontier`` (the tree's compact range after the last committed
-entry) and ``checkpoints`` (signed notes by tree size).
+bytes and their leaf hashes), ``evidence`` (the exact evidence line of each
+entry, with its publisher and body hash to match redeliveries by),
+``frontier`` (the tree's compact range after the last committed entry) and
+``checkpoints`` (signed notes by tree size).
 
 Invariants:
 
 - An entry is its bytes: the compact JSON of wire spec 6.1, keys in the
-  spec's order, ASCII only (every value is a code, a hash or a time). There is
-  exactly one byte string per entry; :meth:`Entry.from_bytes` refuses any
-  other, and nothing that :class:`Entry` would refuse can be appended.
+  spec's order, ASCII only. There is exactly one byte string per entry;
+  :meth:`Entry.from_bytes` refuses any other, and nothing that :class:`Entry`
+  would refuse can be appended. Its evidence line is kept as the exact bytes
+  whose SHA-256 the entry holds, so an export writes them byte for byte.
 - ``seq`` runs 0..n-1 without gaps. Appends happen in one write transaction
   holding the log's lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL
   ``pg_advisory_xact_lock``), which reads the frontier inside the lock, so
@@ -38,7 +40,6 @@ their messages name sequence numbers and hashes, never entry contents.
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -55,7 +56,7 @@ from protocols.log_format import Entry, EntryDraft, Evidence
 from protocols.policy import LoggedMessage
 
 __all__ = [
-    "ANY_USER",
+    "ANY_PUBLISHER",
     "CHECKPOINT_EVERY",
     "CHECKPOINT_INTERVAL",
     "LogBatch",
@@ -76,8 +77,8 @@ class _Any(enum.Enum):
     ANY = "any"
 
 
-#: ``find_logged(..., user_id=ANY_USER)`` matches whoever published.
-ANY_USER: Final = _Any.ANY
+#: ``find_logged(..., publisher=ANY_PUBLISHER)`` matches whoever published.
+ANY_PUBLISHER: Final = _Any.ANY
 
 
 class TransferLogError(BrokerError):
@@ -124,10 +125,10 @@ _entries = sa.Table(
 _evidence = sa.Table(
     "evidence", _meta,
     sa.Column("seq", _Seq, primary_key=True, autoincrement=False),
-    sa.Column("header", sa.LargeBinary, nullable=True),
-    sa.Column("signatures", sa.Text, nullable=True),
-    sa.Column("user_id", sa.String(255), nullable=True),
+    # The publisher and body hash again, beside the line, for matching redeliveries.
+    sa.Column("publisher", sa.String(255), nullable=True),
     sa.Column("body_sha256", sa.String(64), nullable=False),
+    sa.Column("line", sa.LargeBinary, nullable=False),
 )
 _frontier = sa.Table(
     "frontier", _meta,
@@ -198,17 +199,13 @@ def _aware(now: datetime) -> datetime:
     return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
 
 
-def _evidence_row(seq: int, ev: Evidence) -> dict[str, Any]:
-    return {"seq": seq, "header": None if ev.header is None else bytes(ev.header),
-            "signatures": None if ev.signatures is None else json.dumps(
-                ev.signatures, separators=(",", ":")),
-            "user_id": ev.user_id, "body_sha256": ev.body_sha256}
-
-
-def _evidence_of(row: Any) -> Evidence:
-    return Evidence(header=None if row.header is None else bytes(row.header),
-                    signatures=None if row.signatures is None else json.loads(row.signatures),
-                    user_id=row.user_id, body_sha256=row.body_sha256)
+def _check_schema(conn: Connection) -> None:
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("evidence")}
+    if "line" not in columns:
+        raise TransferLogError(
+            "this transfer log was written before the wire spec amendments of 2026-11-30 "
+            "(17-field entries, evidence without lines) and cannot be read or extended: "
+            "start a new log at another URL")
 
 
 def _read_frontier(conn: Connection) -> merkle.CompactRange:
@@ -228,15 +225,15 @@ def _find(conn: Connection, message_id: str) -> list[Entry]:
 
 
 def _find_logged(conn: Connection, message_id: str | None, header_sha256: str,
-                 body_sha256: str, user_id: str | _Any | None) -> Entry | None:
+                 body_sha256: str, publisher: str | _Any | None) -> Entry | None:
     mid = (_entries.c.message_id.is_(None) if message_id is None
            else _entries.c.message_id == message_id)
     where = [mid, _entries.c.header_sha256 == header_sha256,
              _evidence.c.body_sha256 == body_sha256]
-    if user_id is None:
-        where.append(_evidence.c.user_id.is_(None))
-    elif not isinstance(user_id, _Any):
-        where.append(_evidence.c.user_id == user_id)
+    if publisher is None:
+        where.append(_evidence.c.publisher.is_(None))
+    elif not isinstance(publisher, _Any):
+        where.append(_evidence.c.publisher == publisher)
     row = conn.execute(sa.select(_entries.c.body)
                        .join(_evidence, _evidence.c.seq == _entries.c.seq)
                        .where(*where).order_by(_entries.c.seq).limit(1)).first()
@@ -265,10 +262,10 @@ class LogBatch:
         self._frontier = frontier
         self._sign = sign
         self._last_checkpoint = last_checkpoint
-        self._pending: list[tuple[Entry, Evidence]] = []
+        self._pending: list[tuple[Entry, Evidence, bytes]] = []
         self._by_mid: dict[str | None, list[int]] = {}
         self._checkpoints: list[dict[str, Any]] = []
-        # Committed entries by message id, loaded by ``prefetch``: entry, body hash, user.
+        # Committed entries by message id, loaded by ``prefetch``: entry, body hash, publisher.
         self._known: dict[str, list[tuple[Entry, str, str | None]]] = {}
 
     @property
@@ -287,14 +284,14 @@ class LogBatch:
         for i in range(0, len(wanted), 500):
             chunk = wanted[i:i + 500]
             rows = self._conn.execute(
-                sa.select(_entries.c.body, _evidence.c.body_sha256, _evidence.c.user_id)
+                sa.select(_entries.c.body, _evidence.c.body_sha256, _evidence.c.publisher)
                 .join(_evidence, _evidence.c.seq == _entries.c.seq)
                 .where(_entries.c.message_id.in_(chunk)).order_by(_entries.c.seq)).all()
             for mid in chunk:
                 self._known[mid] = []
             for r in rows:
                 e = Entry.from_bytes(bytes(r.body))
-                self._known[e.message_id or ""].append((e, r.body_sha256, r.user_id))
+                self._known[e.message_id or ""].append((e, r.body_sha256, r.publisher))
 
     def find(self, message_id: str) -> list[LoggedMessage]:
         """Entries naming ``message_id``, oldest first (a ``policy.LogView``)."""
@@ -306,41 +303,44 @@ class LogBatch:
         return found
 
     def find_logged(self, message_id: str | None, header_sha256: str, body_sha256: str,
-                    user_id: str | _Any | None = ANY_USER) -> Entry | None:
+                    publisher: str | _Any | None = ANY_PUBLISHER) -> Entry | None:
         """The entry of an earlier delivery of this very message (wire spec 6.3), or None.
 
         Matches on message id (``None`` for a body that could not be read),
-        header hash and body hash, and, unless ``user_id`` is ``ANY_USER``, on
-        the AMQP user that published it: a copy of another unit's envelope
-        published by someone else is then never taken for a redelivery.
+        header hash and body hash, and, unless ``publisher`` is
+        ``ANY_PUBLISHER``, on the AMQP user that published it: a copy of
+        another unit's envelope published by someone else is then never taken
+        for a redelivery.
         """
         if message_id is not None and message_id in self._known:
-            found = next((e for e, body, uid in self._known[message_id]
+            found = next((e for e, body, pub in self._known[message_id]
                           if e.header_sha256 == header_sha256 and body == body_sha256
-                          and (isinstance(user_id, _Any) or uid == user_id)), None)
+                          and (isinstance(publisher, _Any) or pub == publisher)), None)
         else:
-            found = _find_logged(self._conn, message_id, header_sha256, body_sha256, user_id)
+            found = _find_logged(self._conn, message_id, header_sha256, body_sha256, publisher)
         if found is not None:
             return found
         for i in self._by_mid.get(message_id, ()):
-            e, ev = self._pending[i]
+            e, ev, _ = self._pending[i]
             if (e.header_sha256 == header_sha256 and ev.body_sha256 == body_sha256
-                    and (isinstance(user_id, _Any) or ev.user_id == user_id)):
+                    and (isinstance(publisher, _Any) or ev.publisher == publisher)):
                 return e
         return None
 
     def append(self, draft: EntryDraft, evidence: Evidence) -> Entry:
-        """Give ``draft`` the next seq and add it; committed when the batch exits cleanly.
+        """Give ``draft`` the next seq, bind ``evidence`` to it and add both; committed
+        when the batch exits cleanly.
 
         Raises:
-            EntryFormatError: the draft is not an entry of wire spec 6.1.
+            EntryFormatError: the draft is not an entry of wire spec 6.1, or the
+                evidence does not fit it.
         """
         if not isinstance(evidence, Evidence):
             raise TypeError("evidence must be an Evidence")
-        entry = Entry.from_draft(draft, self._frontier.size)
+        entry, line = Entry.with_evidence(draft, self._frontier.size, evidence)
         self._frontier.append(entry.leaf_hash)
         self._by_mid.setdefault(entry.message_id, []).append(len(self._pending))
-        self._pending.append((entry, evidence))
+        self._pending.append((entry, evidence, line))
         size = self._frontier.size
         if self._sign is not None and size - self._last_checkpoint >= CHECKPOINT_EVERY:
             # Signed here, in the batch's transaction, so that no more than 1,000
@@ -359,9 +359,10 @@ class LogBatch:
         # pipelines them; sqlite3 steps one prepared statement).
         self._conn.execute(_entries.insert(), [
             {"seq": e.seq, "message_id": e.message_id, "header_sha256": e.header_sha256,
-             "leaf_hash": e.leaf_hash, "body": e.to_bytes()} for e, _ in self._pending])
+             "leaf_hash": e.leaf_hash, "body": e.to_bytes()} for e, _, _ in self._pending])
         self._conn.execute(_evidence.insert(), [
-            _evidence_row(e.seq, ev) for e, ev in self._pending])
+            {"seq": e.seq, "publisher": ev.publisher, "body_sha256": ev.body_sha256,
+             "line": line} for e, ev, line in self._pending])
         self._conn.execute(_frontier.update().where(_frontier.c.id == 1).values(
             size=self._frontier.size, hashes=self._frontier.to_bytes()))
         if self._checkpoints:
@@ -401,10 +402,12 @@ class TransferLog:
                 with engine.connect() as conn:
                     if not sa.inspect(conn).has_table("frontier"):
                         raise TransferLogError("there is no transfer log at this URL")
+                    _check_schema(conn)
                     _read_frontier(conn)
             else:
                 with log._write() as conn:
                     _meta.create_all(conn)
+                    _check_schema(conn)
                     for statement in _append_only_ddl(engine.dialect.name):
                         conn.exec_driver_sql(statement)
                     if conn.execute(sa.select(_frontier.c.id)).first() is None:
@@ -576,10 +579,10 @@ class TransferLog:
             return _find(conn, message_id)
 
     def find_logged(self, message_id: str | None, header_sha256: str, body_sha256: str,
-                    user_id: str | _Any | None = ANY_USER) -> Entry | None:
+                    publisher: str | _Any | None = ANY_PUBLISHER) -> Entry | None:
         """Like :meth:`LogBatch.find_logged`, over committed entries."""
         with self._read() as conn:
-            return _find_logged(conn, message_id, header_sha256, body_sha256, user_id)
+            return _find_logged(conn, message_id, header_sha256, body_sha256, publisher)
 
     def size(self) -> int:
         with self._read() as conn:
@@ -596,10 +599,11 @@ class TransferLog:
     def evidence(self, seq: int) -> Evidence:
         """Raises: TransferLogError: no entry ``seq``."""
         with self._read() as conn:
-            row = conn.execute(sa.select(_evidence).where(_evidence.c.seq == seq)).first()
+            row = conn.execute(sa.select(_evidence.c.line)
+                               .where(_evidence.c.seq == seq)).first()
         if row is None:
             raise TransferLogError(f"no evidence for entry {seq}")
-        return _evidence_of(row)
+        return Evidence.from_line(bytes(row.line))[1]
 
     def _pages(self, table: sa.Table, columns: Sequence[sa.ColumnElement[Any]], start: int,
                end: int | None) -> Iterator[Any]:
@@ -625,11 +629,10 @@ class TransferLog:
         for r in self._pages(_entries, [_entries.c.body], start, end):
             yield bytes(r.body)
 
-    def evidences(self, start: int = 0, end: int | None = None
-                  ) -> Iterator[tuple[int, Evidence]]:
-        """``(seq, evidence)`` of entries ``start`` to ``end - 1``, in order."""
-        for r in self._pages(_evidence, list(_evidence.c), start, end):
-            yield int(r.seq), _evidence_of(r)
+    def evidence_lines(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The exact evidence lines of entries ``start`` to ``end - 1`` (6.1), in order."""
+        for r in self._pages(_evidence, [_evidence.c.line], start, end):
+            yield bytes(r.line)
 
     def leaf_hashes(self, start: int = 0, end: int | None = None) -> list[bytes]:
         return [bytes(r.leaf_hash)

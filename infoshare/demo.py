@@ -37,10 +37,11 @@ from broker.node import NodeConfig, RabbitNode
 from broker.router import DirectoryHolder, Router
 from broker.topology import Credentials, amqp_url_for, provision
 from broker.transfer_log import TransferLog
-from keys import EncryptionKeyPair, NoteSigner, SigningKeyPair, write_public_key
+from keys import EncryptionKeyPair, NoteSigner, SigningKeyPair, new_keys, write_public_key
 from protocols.envelope import Notice
 from protocols.model import Consent, GroundId, amqp_user
 from registry.app import create_app
+from registry.changes import KeyOwner
 from registry.client import RegistryClient
 from registry.datadir import create_data_dir
 from registry.store import Store
@@ -138,27 +139,34 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
     data_dir, signing = create_data_dir(registry_dir, passphrase)
     registry_key = signing.public
     store = Store(data_dir.database_url, signing_key=signing)
-    store.initialise(actor="demo:setup")
-    tokens = {role: store.create_token(role, f"demo {role}", actor="demo:setup")[1]
-              for role in ("admin", "auditor", "agency")}
-    store.load_protocol(PROTOCOL_FILE.read_text(encoding="utf-8"), actor="demo:ig-officer")
+    store.create_tables()
+    admin_id, _ = store.create_token("admin", "demo information governance officer",
+                                     actor="demo:setup")
+    store.initialise(actor=f"token:{admin_id}")
+    tokens = {role: store.create_token(role, f"demo {role}", actor=f"token:{admin_id}")[1]
+              for role in ("auditor", "agency")}
+    store.load_protocol(PROTOCOL_FILE.read_text(encoding="utf-8"), actor=f"token:{admin_id}")
 
-    broker_key = SigningKeyPair.generate()
-    store.register_key("broker", "broker", "signing", broker_key.public,
-                       now - timedelta(minutes=1), actor="demo:ig-officer")
+    # Keys and their public key files, registered as an administrator would:
+    # each file says whose key it is and proves its holder has it.
+    valid_from = now - timedelta(minutes=1)
+    ig_officer = f"token:{admin_id}"
+    broker_keys = new_keys("broker", "broker")
+    broker_key = broker_keys.signing
+    store.register_keys(KeyOwner("broker", "broker"), broker_keys.files, valid_from,
+                        actor=ig_officer)
     units: dict[str, Unit] = {}
     for addr in UNITS:
-        unit = Unit(addr, SigningKeyPair.generate(), EncryptionKeyPair.generate())
-        store.register_key("unit", addr, "signing", unit.signing.public,
-                           now - timedelta(minutes=1), actor="demo:ig-officer")
-        store.register_key("unit", addr, "encryption", unit.encryption.public,
-                           now - timedelta(minutes=1), actor="demo:ig-officer")
-        units[addr] = unit
+        made = new_keys("unit", addr)
+        assert made.encryption is not None
+        store.register_keys(KeyOwner("unit", addr), made.files, valid_from, actor=ig_officer)
+        units[addr] = Unit(addr, made.signing, made.encryption)
     org, manager_id, title = MANAGER
-    manager_key = SigningKeyPair.generate()
-    store.register_manager(manager_id, org, title, actor="demo:ig-officer")
-    store.register_key("manager", org, "signing", manager_key.public,
-                       now - timedelta(minutes=1), manager=manager_id, actor="demo:ig-officer")
+    store.register_manager(manager_id, org, title, actor=ig_officer)
+    manager_keys = new_keys("manager", org, manager_id)
+    manager_key = manager_keys.signing
+    store.register_keys(store.manager_keys(manager_id), manager_keys.files, valid_from,
+                        actor=ig_officer)
     _say(f"   registry version {store.directory().version}: {len(units)} units, one manager")
 
     with _serve_registry(store, data_dir.session_secret()) as registry_url:

@@ -27,7 +27,7 @@ from keys._pairs import (
     b64encode,
     public_key_text,
 )
-from keys.errors import KeyFileError, KeyFormatError
+from keys.errors import KeyFileError, KeyFormatError, WeakPassphrase
 
 KeyKind = Literal["signing", "encryption"]
 FILE_FORMAT = "infoshare-private-key/v1"
@@ -35,6 +35,27 @@ FILE_FORMAT = "infoshare-private-key/v1"
 # more can re-seal with higher limits, which the file records.
 OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
 MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+#: A sealed key file can be copied and attacked offline, at the speed argon2id
+#: allows; a short or repetitive passphrase falls first.
+PASSPHRASE_MIN_CHARS = 12
+PASSPHRASE_MIN_DISTINCT = 5
+
+
+def check_passphrase(passphrase: bytes) -> None:
+    """Refuse a passphrase too weak to seal a private key with.
+
+    Raises:
+        WeakPassphrase: with a sentence saying what a strong enough one is.
+    """
+    try:
+        text = passphrase.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise WeakPassphrase("the passphrase is not UTF-8 text") from e
+    if len(text) < PASSPHRASE_MIN_CHARS or len(set(text)) < PASSPHRASE_MIN_DISTINCT:
+        raise WeakPassphrase(
+            f"the passphrase is too weak to seal a private key: use at least "
+            f"{PASSPHRASE_MIN_CHARS} characters, {PASSPHRASE_MIN_DISTINCT} or more of them "
+            "different (four random words are a good passphrase)")
 
 
 @dataclass(frozen=True)
@@ -76,9 +97,11 @@ def write_private_key(
 
     Raises:
         KeyFileError: the file exists already or the passphrase is empty.
+        WeakPassphrase: the passphrase is too weak (see :func:`check_passphrase`).
     """
     if not passphrase:
         raise KeyFileError("a passphrase is required to seal a private key")
+    check_passphrase(passphrase)
     salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
     box = nacl.secret.SecretBox(_derive(passphrase, salt, OPSLIMIT, MEMLIMIT))
     doc = {

@@ -66,11 +66,22 @@ def public_key_text(public_key: bytes) -> str:
 
 
 def parse_public_key_text(text: str) -> bytes:
-    """Parse the text form of a public key.
+    """Parse the text of a public key: base64 of its 32 bytes, or a public key file.
+
+    A public key file (JSON, see :mod:`keys._public`) gives its ``public``; a
+    self-signed one only if its proof verifies.
 
     Raises:
-        KeyFormatError: not base64 of exactly 32 bytes.
+        KeyFormatError: neither base64 of exactly 32 bytes nor a valid public key file.
     """
+    if text.lstrip().startswith("{"):
+        from keys._public import parse_public_key_file
+        from keys.errors import KeyFileError
+
+        try:
+            return parse_public_key_file(text).public
+        except KeyFileError as e:
+            raise KeyFormatError(str(e)) from e
     raw = b64decode(text.strip())
     if len(raw) != KEY_BYTES:
         raise KeyFormatError(f"a public key is {KEY_BYTES} bytes, got {len(raw)}")

@@ -1,49 +1,57 @@
-"""The ``keys`` command group: generate a unit's or a manager's key files.
+"""The ``keys`` command group: generate the key files of a unit, a manager or the broker.
 
 ``keys generate --unit ORG/UNIT --out DIR`` writes the unit's signing and
 encryption key pairs as ``DIR/<org>.<unit>.{signing,encryption}.{key,pub}``;
-``keys generate --manager ID --org ORG --out DIR`` writes a manager's signing
-pair as ``DIR/<org>.manager.<id>.signing.{key,pub}`` (ids hold no dots, so the
-two never collide). Private keys are sealed with a passphrase taken from
-``INFOSHARE_PASSPHRASE`` or a hidden prompt. Nothing is written when any of
-the files exists already. What is printed is public: key ids and public keys
-for an administrator to register.
+``keys generate --manager ID --org ORG --out DIR`` a manager's signing pair as
+``DIR/<org>.manager.<id>.signing.{key,pub}`` (ids hold no dots, so the two
+never collide); ``keys generate --broker --out DIR`` the broker's notice and
+checkpoint key as ``DIR/broker.signing.{key,pub}``.
+
+A ``.key`` file holds the private key sealed with the passphrase from
+``INFOSHARE_PASSPHRASE`` (or a hidden prompt), mode 0600. A ``.pub`` file is a
+public key file (:mod:`keys._public`): whose key it is, for what use, and a
+proof signed by the holder's signing key, which the registry checks when the
+key is registered. Nothing is written when any of the files exists already,
+and nothing when the passphrase is too weak.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from keys._files import KeyKind, write_private_key, write_public_key
-from keys._pairs import EncryptionKeyPair, SigningKeyPair, key_id, public_key_text
+from keys._files import KeyKind, check_passphrase, write_private_key
+from keys._public import (
+    NAME_MAX,
+    KeyHolder,
+    PublicKeyFile,
+    is_name,
+    new_keys,
+    write_public_key_file,
+)
 from keys.errors import KeysError
 
 PASSPHRASE_ENV = "INFOSHARE_PASSPHRASE"
-# Wire spec section 1. The same form protocols.loader checks; repeated here
-# because keys sits below protocols and imports nothing from it.
-_NAME = re.compile(r"[a-z0-9](-?[a-z0-9])*")
-_NAME_MAX = 40
 
 
 @dataclass(frozen=True)
 class _Planned:
     kind: KeyKind
     private: bytes
-    public: bytes
+    public_file: PublicKeyFile
     key_path: Path
     pub_path: Path
 
 
 def _name(value: str, what: str) -> str:
-    if len(value) > _NAME_MAX or not _NAME.fullmatch(value):
+    if not is_name(value):
         raise click.BadParameter(
             f"{what} must be lowercase letters and digits with single hyphens, "
-            f"at most {_NAME_MAX} characters")
+            f"at most {NAME_MAX} characters")
     return value
 
 
@@ -56,23 +64,19 @@ def _passphrase() -> bytes:
     return entered.encode("utf-8")
 
 
-def _plan(out: Path, stem: str, kinds: tuple[KeyKind, ...]) -> list[_Planned]:
-    planned = []
-    for kind in kinds:
-        if kind == "signing":
-            s = SigningKeyPair.generate()
-            private, public = s.seed, s.public
-        else:
-            e = EncryptionKeyPair.generate()
-            private, public = e.secret, e.public
-        planned.append(_Planned(kind, private, public, out / f"{stem}.{kind}.key",
-                                out / f"{stem}.{kind}.pub"))
-    return planned
+def _plan(out: Path, stem: str, holder: KeyHolder, owner: str,
+          manager: str | None) -> list[_Planned]:
+    made = new_keys(holder, owner, manager)
+    privates = {"signing": made.signing.seed}
+    if made.encryption is not None:
+        privates["encryption"] = made.encryption.secret
+    return [_Planned(f.use, privates[f.use], f, out / f"{stem}.{f.use}.key",
+                     out / f"{stem}.{f.use}.pub") for f in made.files.values()]
 
 
 @click.group("keys")
 def keys() -> None:
-    """Key pairs for units and managers."""
+    """Key pairs for units, managers and the broker."""
 
 
 @keys.command("generate")
@@ -80,51 +84,63 @@ def keys() -> None:
               help="A unit's address, e.g. leeds-cc/front-door.")
 @click.option("--manager", "manager", metavar="ID", help="A manager's id (a code, not a name).")
 @click.option("--org", "org", metavar="ORG", help="The manager's organisation.")
+@click.option("--broker", "broker", is_flag=True,
+              help="The broker's key for signing notices and checkpoints.")
 @click.option("--out", "out", required=True,
               type=click.Path(file_okay=False, path_type=Path), help="Directory for the key files.")
-def generate(unit: str | None, manager: str | None, org: str | None, out: Path) -> None:
-    """Generate key pairs and print their key ids and public keys.
+@click.option("--json", "as_json", is_flag=True, help="Print the key ids and files as JSON.")
+def generate(unit: str | None, manager: str | None, org: str | None, broker: bool, out: Path,
+             as_json: bool) -> None:
+    """Generate key pairs and their public key files for the registry.
 
-    With --unit: a signing and an encryption pair. With --manager and --org:
-    a signing pair only. Refuses to overwrite any existing file.
+    With --unit: a signing and an encryption pair. With --manager and --org, or
+    with --broker: a signing pair only. Refuses to overwrite any existing file.
     """
-    kinds: tuple[KeyKind, ...]
-    if unit is not None and (manager is not None or org is not None):
-        raise click.UsageError("give --unit, or --manager with --org, not both")
+    chosen = sum((unit is not None, manager is not None or org is not None, broker))
+    if chosen != 1:
+        raise click.UsageError("give one of --unit ORG/UNIT, --manager ID with --org ORG, "
+                               "or --broker")
+    holder: KeyHolder
     if unit is not None:
         org_id, sep, unit_id = unit.partition("/")
         if not sep:
             raise click.BadParameter("an address is ORG/UNIT", param_hint="--unit")
         owner = f"{_name(org_id, 'ORG')}/{_name(unit_id, 'UNIT')}"
-        stem, kinds = f"{org_id}.{unit_id}", ("signing", "encryption")
-        registry_owner = f"unit {owner}"
-    elif manager is not None and org is not None:
-        _name(manager, "the manager id")
-        _name(org, "ORG")
-        owner = f"{org}/manager/{manager}"
-        stem, kinds = f"{org}.manager.{manager}", ("signing",)
-        registry_owner = f"manager {manager} of {org}"
+        holder, manager_id, stem = "unit", None, f"{org_id}.{unit_id}"
+    elif broker:
+        holder, owner, manager_id, stem = "broker", "broker", None, "broker"
     else:
-        raise click.UsageError("give --unit ORG/UNIT, or --manager ID with --org ORG")
+        if manager is None or org is None:
+            raise click.UsageError("a manager's keys need --manager ID and --org ORG")
+        holder, owner, manager_id = "manager", _name(org, "ORG"), _name(manager, "the manager id")
+        stem = f"{org}.manager.{manager}"
 
-    planned = _plan(out, stem, kinds)
+    planned = _plan(out, stem, holder, owner, manager_id)
     existing = [p for x in planned for p in (x.key_path, x.pub_path) if p.exists()]
     if existing:
         raise click.ClickException(
             "refusing to overwrite: " + ", ".join(str(p) for p in existing))
     passphrase = _passphrase()
-    if not passphrase:
-        raise click.ClickException("a passphrase is required to seal private keys")
-    out.mkdir(parents=True, exist_ok=True)
     try:
+        if not passphrase:
+            raise click.ClickException("a passphrase is required to seal private keys")
+        check_passphrase(passphrase)
+        out.mkdir(parents=True, exist_ok=True)
         for x in planned:
             write_private_key(x.key_path, kind=x.kind, owner=owner, private=x.private,
-                              public=x.public, passphrase=passphrase)
-            write_public_key(x.pub_path, x.public)
+                              public=x.public_file.public, passphrase=passphrase)
+            write_public_key_file(x.pub_path, x.public_file)
     except (KeysError, OSError) as e:
         raise click.ClickException(str(e)) from e
 
-    click.echo(f"keys for {registry_owner}; register these public keys:")
+    if as_json:
+        click.echo(json.dumps({"holder": holder, "owner": owner, "manager": manager_id,
+                               "keys": [{"use": x.kind, "key_id": x.public_file.key_id,
+                                         "public_file": str(x.pub_path),
+                                         "private_file": str(x.key_path)} for x in planned]}))
+        return
+    click.echo(f"keys for {planned[0].public_file.describe().split(' key of ', 1)[1]}:")
     for x in planned:
-        click.echo(f"  {x.kind:<10} key id {key_id(x.public)}  public {public_key_text(x.public)}")
+        click.echo(f"  {x.kind:<10} key id {x.public_file.key_id}  public file {x.pub_path}")
     click.echo(f"private keys: {', '.join(str(x.key_path) for x in planned)} (mode 0600)")
+    click.echo("register the public files with: infoshare registry register-keys")

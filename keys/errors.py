@@ -15,6 +15,10 @@ class KeyFileError(KeysError):
     """A key file cannot be read: wrong mode, wrong passphrase, or damaged."""
 
 
+class WeakPassphrase(KeyFileError):
+    """A passphrase too weak to seal a private key with."""
+
+
 class DecryptionError(KeysError):
     """A sealed box did not open with the given key."""
 

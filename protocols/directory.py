@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from keys import SigningKeyPair, b64decode, b64encode, key_id, verify_signature
 from keys.errors import KeyFormatError
+from protocols import strict_json
 from protocols.errors import DirectoryError
 from protocols.model import (
     Category,
@@ -218,7 +219,8 @@ def verify_directory(document: bytes, pinned_public_key: bytes) -> Directory:
         DirectoryError: malformed, signed by another key, or the signature fails.
     """
     try:
-        doc = json.loads(document)
+        # Strict: a hostile document (nested too deeply, say) is malformed, not a crash.
+        doc = strict_json.loads(document)
         if not isinstance(doc, dict) or doc.get("version") != 1:
             raise DirectoryError("not a version 1 signed directory")
         body = b64decode(doc["directory"])
@@ -233,7 +235,7 @@ def verify_directory(document: bytes, pinned_public_key: bytes) -> Directory:
     if not ok:
         raise DirectoryError("the directory signature does not verify")
     try:
-        content = json.loads(body)
+        content = strict_json.loads(body)
     except ValueError as e:
         raise DirectoryError("the signed directory body is not JSON") from e
     if not isinstance(content, dict):

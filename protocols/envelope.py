@@ -31,8 +31,9 @@ Readings of the spec chosen here:
   that is not an integer is ``malformed``), the header (base64, at most 16 KiB
   else ``too_large``, then its fields), the set of top-level fields, the
   signatures, the payload. When the header was read but the rest of the body
-  fails, :class:`EnvelopeRefused` carries the header, so the log entry can name
-  the message (wire spec 6.1 and 6.3).
+  fails, :class:`EnvelopeRefused` carries the header, for a recipient's own
+  record of what it rejected. The transfer log never uses it: a body that
+  fails check 1 names nothing from its header (wire spec 6.1).
 - ``message_id`` and ``in_reply_to`` are RFC 9562 version 4 UUIDs: version
   nibble 4 and variant bits ``10``, lowercase and hyphenated.
 - Consent: ``null`` for ``declined`` and ``receipt``, an object for every other
@@ -62,7 +63,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from itertools import pairwise
-from typing import Any, Final, Literal, NoReturn
+from typing import Any, Final, Literal
 
 from keys import (
     EncryptionKeyPair,
@@ -75,6 +76,7 @@ from keys import (
     verify_signature,
 )
 from keys.errors import DecryptionError, KeyFormatError
+from protocols import strict_json
 from protocols.directory import format_time, parse_time
 from protocols.model import (
     CONSENT_STATUSES,
@@ -217,22 +219,6 @@ def _malformed(path: str, problem: str) -> EnvelopeRefused:
 # --- strict JSON ----------------------------------------------------------------------
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise _DuplicateKey
-    return obj
-
-
-def _no_constants(name: str) -> NoReturn:
-    # Python's json takes NaN, Infinity and -Infinity, which JSON does not have.
-    raise ValueError(name)
-
-
 def _loads(data: bytes, path: str) -> object:
     """Parse strict UTF-8 JSON.
 
@@ -240,16 +226,9 @@ def _loads(data: bytes, path: str) -> object:
         EnvelopeRefused: malformed.
     """
     try:
-        # Decoding first: json.loads on bytes would also guess UTF-16 and UTF-32.
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _malformed(path, "not UTF-8") from None
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except _DuplicateKey:
-        raise _malformed(path, "duplicate key") from None
-    except (ValueError, RecursionError):
-        raise _malformed(path, "not JSON") from None
+        return strict_json.loads(data)
+    except strict_json.StrictJSONError as e:
+        raise _malformed(path, str(e)) from None
 
 
 def _dumps(value: object) -> bytes:
@@ -465,6 +444,7 @@ def build_header(*, message_id: str, kind: str, protocol: str, purpose: str, sen
     Raises:
         ValueError: the values do not make a valid header (repeated categories,
             a naive time, a name not of the section 1 form, ...).
+        EnvelopeRefused: ``too_large``: the header would be over 16 KiB.
     """
     if created_at.tzinfo is None:
         raise ValueError("created_at must be timezone-aware")
@@ -492,6 +472,8 @@ def build_header(*, message_id: str, kind: str, protocol: str, purpose: str, sen
     try:
         parse_header(header_bytes)
     except EnvelopeRefused as e:
+        if e.reason is Reason.TOO_LARGE:
+            raise  # the broker's reason code, as for a body over the limit
         raise ValueError(f"invalid header: {e.detail}") from e
     return header_bytes
 

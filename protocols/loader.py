@@ -56,6 +56,7 @@ from protocols.model import (
     Unit,
     UnitId,
 )
+from protocols.text import is_prose, is_text, refused_characters
 
 #: Wire spec section 1: organisation, unit, protocol, purpose, category and role ids.
 NAME_PATTERN = r"[a-z0-9](-?[a-z0-9])*"
@@ -67,6 +68,12 @@ APPROVALS = ("never", "always", "when_refused")
 MAX_TEXT = 1024 * 1024
 #: Path used for problems of the whole document rather than one field.
 DOCUMENT = "(document)"
+#: A protocol file is a few levels deep; thousands of levels are an attack on the parser.
+MAX_DEPTH = 32
+#: Longer numbers are no version and no count; Python refuses past 4,300 digits.
+MAX_DIGITS = 18
+#: Versions are 32-bit integers in the registry's database.
+MAX_VERSION = 2**31 - 1
 
 _NAME = re.compile(NAME_PATTERN)
 
@@ -118,11 +125,37 @@ def _check_nodes(node: yaml.Node, path: tuple[str, ...], seen: set[int],
 
 
 class StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate keys and aliases and keeps times as text.
+    """A SafeLoader that refuses duplicate keys, aliases, deep nesting and huge numbers.
 
     PyYAML keeps the last of two equal keys silently, which would let a
-    reviewer read one rule while another is loaded.
+    reviewer read one rule while another is loaded. Its composer recurses once
+    per level of nesting, so depth is limited well before Python's stack is;
+    its int() of a long digit string raises past 4,300 digits, so numbers are
+    limited to what a protocol file can mean. Times stay text.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = str(node.value).replace("_", "")
+        if sum(c.isdigit() for c in text) > MAX_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a number of more than {MAX_DIGITS} digits", node.start_mark)
+        value: int = super().construct_yaml_int(node)
+        return value
 
     def construct_document(self, node: yaml.Node) -> Any:
         problems: dict[str, list[str]] = {}
@@ -144,6 +177,7 @@ StrictLoader.yaml_implicit_resolvers = {
 StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"))
+StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
 
 
 def _parse_yaml(text: str, source: str) -> Any:
@@ -157,6 +191,10 @@ def _parse_yaml(text: str, source: str) -> Any:
         raise DefinitionError(source, {DOCUMENT: [f"{where}{e.problem or 'not YAML'}"]}) from e
     except yaml.YAMLError as e:
         raise DefinitionError(source, {DOCUMENT: ["not YAML"]}) from e
+    except (RecursionError, ValueError) as e:
+        # The limits above should make these unreachable; a file that still
+        # finds a way is refused, never a crash.
+        raise DefinitionError(source, {DOCUMENT: ["too deep or too large to read"]}) from e
 
 
 # --- fields ----------------------------------------------------------------------------
@@ -186,9 +224,41 @@ class _RoleRef(fields.String):
         super().__init__(validate=_check_role, **kwargs)
 
 
+def _check_text(value: str) -> None:
+    if not is_text(value):
+        raise ValidationError(_text_problem(value, prose=False))
+
+
+def _check_prose(value: str) -> None:
+    if not is_prose(value):
+        raise ValidationError(_text_problem(value, prose=True))
+
+
+def _check_optional_prose(value: str) -> None:
+    if value:
+        _check_prose(value)
+
+
+def _text_problem(value: str, *, prose: bool) -> str:
+    refused = refused_characters(value, prose=prose)
+    if refused:
+        return ("holds control or invisible formatting characters "
+                f"({', '.join(refused[:5])}); retype it without them")
+    return "must be text, not only spaces"
+
+
 class _Text(fields.String):
+    """One line of text: no control or format characters, not only spaces."""
+
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(validate=Length(min=1), **kwargs)
+        super().__init__(validate=_check_text, **kwargs)
+
+
+class _Prose(fields.String):
+    """Text that may run over lines (folded YAML); empty only where ``optional``."""
+
+    def __init__(self, *, optional: bool = False, **kwargs: Any) -> None:
+        super().__init__(validate=_check_optional_prose if optional else _check_prose, **kwargs)
 
 
 class _StrictBool(fields.Boolean):
@@ -290,7 +360,7 @@ class _LegalBasisSchema(_Strict):
 class _PurposeSchema(_Strict):
     id = _Name(required=True)
     title = _Text(required=True)
-    description = _Text(required=True)
+    description = _Prose(required=True)
     opens = fields.List(fields.String(validate=OneOf(OPENING_KINDS)), required=True,
                         validate=Length(min=1))
     sender_roles = fields.List(_RoleRef(), required=True, validate=Length(min=1))
@@ -336,15 +406,15 @@ class _PurposeSchema(_Strict):
 
 class _ProtocolFileSchema(_Strict):
     id = _Name(required=True)
-    version = _StrictInt(required=True, validate=Range(min=1))
+    version = _StrictInt(required=True, validate=Range(min=1, max=MAX_VERSION))
     title = _Text(required=True)
     status = fields.String(required=True, validate=OneOf([s.value for s in ProtocolStatus]))
     effective_from = _Time(required=True)
     ends_at = _Time(load_default=None, allow_none=True)
     review_by = _Time(load_default=None, allow_none=True)
     approved_by = _Text(required=True)
-    security = fields.String(load_default="")
-    retention = fields.String(load_default="")
+    security = _Prose(optional=True, load_default="")
+    retention = _Prose(optional=True, load_default="")
     grounds = fields.List(fields.Nested(_GroundSchema), required=True)
     categories = fields.List(fields.Nested(_CategorySchema), required=True,
                              validate=Length(min=1))

@@ -5,15 +5,29 @@ audit reads exports with them, and both hash exactly the bytes defined here.
 
 Invariants:
 
-- An entry is its bytes: the compact JSON of wire spec 6.1, keys in the
-  spec's order, ASCII only (every value is a code, a hash or a time). There is
-  exactly one byte string per entry; :meth:`Entry.from_bytes` refuses any
-  other.
+- An entry is its bytes: the compact JSON of wire spec 6.1, its 19 keys in the
+  spec's order, ASCII only. There is exactly one byte string per entry;
+  :meth:`Entry.from_bytes` refuses any other.
+- An evidence line is its bytes too (6.1): ``{"seq", "header", "signatures",
+  "publisher", "body_sha256"}``, compact, ASCII. The entry of the same seq
+  holds the SHA-256 of those bytes (``evidence_sha256``), so the tree, which
+  commits to the entries, commits to the evidence as well.
+- A body refused at check 1 names nothing from its header: every field taken
+  from the header is null, ``payload_sha256`` too, ``header_sha256`` is the
+  hash of the whole body, and its evidence holds no header and no signatures.
+  An entry of any other decision names all that a parsed header holds.
+- Every value is a code, a hash, a UUID or a time, except ``publisher``, the
+  AMQP user name, which RabbitMQ lets be any text. It is written with JSON
+  escapes so that entries stay ASCII: see :func:`canonical_json`.
+- Readers take one line of at most :data:`MAX_LINE_BYTES`, parse it with
+  :mod:`protocols.strict_json` and accept it only if it is the canonical
+  bytes again, so a line has exactly one accepted spelling.
 - Messages of :class:`EntryFormatError` name fields, never their contents.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, fields
@@ -22,27 +36,48 @@ from functools import cached_property
 from itertools import pairwise
 from typing import Any, Final
 
-from protocols import merkle
+from keys import KeysError, b64decode, b64encode
+from protocols import merkle, strict_json
+from protocols.directory import format_time
+from protocols.envelope import MAX_HEADER_BYTES, MAX_SIGNATURES, ParsedEnvelope
 from protocols.errors import ProtocolsError
 from protocols.model import CONSENT_STATUSES, KINDS, MessageId
-from protocols.policy import LoggedMessage
+from protocols.policy import Decision, LoggedMessage
 from protocols.reasons import Reason
 
 __all__ = [
     "DECISIONS",
     "ENTRY_FIELDS",
+    "EVIDENCE_FIELDS",
+    "MAX_LINE_BYTES",
+    "MAX_PUBLISHER_CHARS",
     "UNREADABLE_REASONS",
     "Entry",
     "EntryDraft",
     "EntryFormatError",
     "Evidence",
+    "canonical_json",
+    "publisher_of",
 ]
 
 ENTRY_FIELDS: Final = (
     "seq", "at", "message_id", "kind", "decision", "reason", "protocol", "purpose", "sender",
     "recipient", "in_reply_to", "consent", "subject_informed", "data_categories",
-    "header_sha256", "payload_sha256", "registry_version",
+    "header_sha256", "payload_sha256", "registry_version", "publisher", "evidence_sha256",
 )
+EVIDENCE_FIELDS: Final = ("seq", "header", "signatures", "publisher", "body_sha256")
+#: Fields of an entry that come from the header (or, for payload_sha256, from the parsed
+#: body): all null for a body refused at check 1, all set (but the nullable three) otherwise.
+_FROM_HEADER: Final = ("message_id", "kind", "protocol", "purpose", "sender", "recipient",
+                       "in_reply_to", "consent", "subject_informed", "data_categories",
+                       "payload_sha256")
+_NULLABLE_IN_HEADER: Final = frozenset({"in_reply_to", "consent"})
+#: The longest line a reader of an export takes. An entry is bounded by its header
+#: (16 KiB) and an evidence line by the header's base64 (under 22 KiB); anything
+#: longer was not written by a log, and is refused before it is read whole.
+MAX_LINE_BYTES: Final = 64 * 1024
+#: An AMQP short string is at most 255 bytes, so a user name at most 255 characters.
+MAX_PUBLISHER_CHARS: Final = 255
 DECISIONS: Final = ("routed", "refused")
 #: The reasons of check 1: the only ones possible when the header could not be read.
 UNREADABLE_REASONS: Final = frozenset(
@@ -57,19 +92,63 @@ _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _NAME_MAX = 40
 
 
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_SIGNATURE_BYTES = 64
+
+
 class EntryFormatError(ProtocolsError, ValueError):
-    """Bytes or fields that are not an entry of wire spec 6.1 in its one canonical form."""
+    """Bytes or fields that are not an entry or evidence line of wire spec 6.1 in its one
+    canonical form."""
 
     code = "entry_format"
 
 
+def canonical_json(doc: object) -> bytes:
+    """The one byte string of an entry or evidence line: compact JSON, ASCII.
+
+    Keys in the order ``doc`` holds them, no whitespace, integers in decimal.
+    Text outside printable ASCII (only a ``publisher`` can hold any) is
+    escaped as JSON allows: ``"`` and ``\\`` as ``\\"`` and ``\\\\``; backspace,
+    form feed, newline, carriage return and tab as ``\\b \\f \\n \\r \\t``;
+    other characters below U+0020, and every character from U+007F up, as
+    ``\\u`` and four lowercase hex digits (characters beyond U+FFFF as a
+    UTF-16 surrogate pair, as JSON has it).
+    """
+    return _ENCODER.encode(doc).encode("ascii")
 
 
-# --- entries ---------------------------------------------------------------------------
+#: One encoder for every call, as :func:`json.dumps` would build one per call.
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
-def _bad(field: str, problem: str) -> EntryFormatError:
-    return EntryFormatError(f"entry.{field}: {problem}")
+def _parse_line(data: bytes, what: str) -> Any:
+    if len(data) > MAX_LINE_BYTES:
+        raise EntryFormatError(f"{what}: longer than {MAX_LINE_BYTES} bytes")
+    try:
+        return strict_json.loads(data, ascii_only=True)
+    except strict_json.StrictJSONError as e:
+        raise EntryFormatError(f"{what}: {e}") from None
+
+
+def publisher_of(user_id: str | bytes | None) -> str | None:
+    """The ``publisher`` to log for an AMQP ``user_id`` property as a client library hands it.
+
+    RabbitMQ names users with text, so ``user_id`` arrives as UTF-8 text and is
+    logged as it is. A library that hands over bytes that are not UTF-8 (pika
+    does) cannot have had them from a user RabbitMQ authenticated; such bytes
+    are decoded with U+FFFD for each byte that is not UTF-8, so the decision
+    is still logged, and the name never passes as a unit's user.
+    """
+    if isinstance(user_id, bytes | bytearray):
+        return bytes(user_id).decode("utf-8", errors="replace")
+    return user_id
+
+
+# --- field checks ----------------------------------------------------------------------
+
+
+def _bad(field: str, problem: str, what: str = "entry") -> EntryFormatError:
+    return EntryFormatError(f"{what}.{field}: {problem}")
 
 
 def _is_int(value: object) -> bool:
@@ -127,16 +206,32 @@ def _check_uuid(field: str, value: object) -> None:
         raise _bad(field, "not a lowercase UUID version 4")
 
 
-def _check_hex(field: str, value: object, nullable: bool) -> None:
+def _check_hex(field: str, value: object, nullable: bool, what: str = "entry") -> None:
     if value is None and nullable:
         return
     if not isinstance(value, str) or not _HEX64.fullmatch(value):
-        raise _bad(field, "not a lowercase hex SHA-256")
+        raise _bad(field, "not a lowercase hex SHA-256", what)
+
+
+def _check_publisher(value: object, what: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or len(value) > MAX_PUBLISHER_CHARS:
+        raise _bad("publisher", f"not null or text of at most {MAX_PUBLISHER_CHARS} "
+                   "characters", what)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which a JSON escape can spell
+        raise _bad("publisher", "not valid Unicode", what) from None
+
+
+# --- entries ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class EntryDraft:
-    """An entry before the log gives it its sequence number: the fields of 6.1 but ``seq``."""
+    """An entry before the log gives it its sequence number and binds its evidence: the
+    fields of 6.1 but ``seq``, ``publisher`` and ``evidence_sha256``."""
 
     at: str
     message_id: str | None
@@ -154,6 +249,34 @@ class EntryDraft:
     header_sha256: str
     payload_sha256: str | None
     registry_version: int
+
+    @classmethod
+    def for_envelope(cls, env: ParsedEnvelope, decision: Decision, *, at: datetime,
+                     registry_version: int) -> EntryDraft:
+        """The draft of a decision on an envelope that passed check 1."""
+        h = env.header
+        return cls(
+            at=format_time(at), message_id=h.message_id, kind=h.kind,
+            decision=decision.decision,
+            reason=None if decision.reason is None else decision.reason.value,
+            protocol=h.protocol, purpose=h.purpose, sender=h.sender, recipient=h.recipient,
+            in_reply_to=h.in_reply_to,
+            consent=None if h.consent is None else {"status": h.consent.status,
+                                                    "ground": h.consent.ground},
+            subject_informed=h.subject_informed, data_categories=list(h.data_categories),
+            header_sha256=env.header_sha256, payload_sha256=env.payload_sha256,
+            registry_version=registry_version)
+
+    @classmethod
+    def unreadable(cls, reason: Reason, body_sha256: str, *, at: datetime,
+                   registry_version: int) -> EntryDraft:
+        """The draft of a body refused at check 1 (6.1): nothing from its header, however
+        much of it could be read, and the hash of the whole body as ``header_sha256``."""
+        return cls(
+            at=format_time(at), message_id=None, kind=None, decision="refused",
+            reason=reason.value, protocol=None, purpose=None, sender=None, recipient=None,
+            in_reply_to=None, consent=None, subject_informed=None, data_categories=None,
+            header_sha256=body_sha256, payload_sha256=None, registry_version=registry_version)
 
 
 _DRAFT_FIELDS: Final = tuple(f.name for f in fields(EntryDraft))
@@ -187,6 +310,8 @@ class Entry:
     header_sha256: str
     payload_sha256: str | None
     registry_version: int
+    publisher: str | None
+    evidence_sha256: str
 
     def __post_init__(self) -> None:
         if not _is_int(self.seq) or self.seq < 0:
@@ -231,19 +356,36 @@ class Entry:
         _check_hex("payload_sha256", self.payload_sha256, nullable=True)
         if not _is_int(self.registry_version) or self.registry_version < 0:
             raise _bad("registry_version", "not a non-negative integer")
-        if self.message_id is None and (self.decision != "refused"
-                                        or self.reason not in UNREADABLE_REASONS):
-            raise _bad("message_id", "null only for a body refused at check 1")
+        _check_publisher(self.publisher, "entry")
+        _check_hex("evidence_sha256", self.evidence_sha256, nullable=False)
+        self._check_header_fields()
+
+    def _check_header_fields(self) -> None:
+        """The rule of 6.1 for check 1: all of the header's fields null, or none but the
+        nullable ones."""
+        if self.unreadable:
+            named = [f for f in _FROM_HEADER if getattr(self, f) is not None]
+            if named:
+                raise _bad(named[0], "a body refused at check 1 names nothing from its "
+                           "header (wire spec 6.1)")
+            return
+        missing = [f for f in _FROM_HEADER
+                   if f not in _NULLABLE_IN_HEADER and getattr(self, f) is None]
+        if missing:
+            raise _bad(missing[0], "null only for a body refused at check 1")
+
+    @property
+    def unreadable(self) -> bool:
+        """Whether the body was refused at check 1, so that nothing of its header is named."""
+        return self.decision == "refused" and self.reason in UNREADABLE_REASONS
 
     def to_bytes(self) -> bytes:
-        """The entry bytes: compact UTF-8 JSON, keys in the order of 6.1, no newline."""
+        """The entry bytes: compact ASCII JSON, keys in the order of 6.1, no newline."""
         return self._bytes
 
     @cached_property
     def _bytes(self) -> bytes:
-        doc = {name: getattr(self, name) for name in ENTRY_FIELDS}
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=True,
-                          allow_nan=False).encode("ascii")
+        return canonical_json({name: getattr(self, name) for name in ENTRY_FIELDS})
 
     @cached_property
     def leaf_hash(self) -> bytes:
@@ -263,22 +405,32 @@ class Entry:
             EntryFormatError: not JSON, other fields or order, a field out of form,
                 or not the canonical bytes (spaces, escapes, duplicate keys...).
         """
-        try:
-            doc = json.loads(bytes(data).decode("ascii"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise EntryFormatError("entry: not ASCII JSON") from e
+        doc = _parse_line(data, "entry")
         if type(doc) is not dict or tuple(doc) != ENTRY_FIELDS:
-            raise EntryFormatError("entry: not exactly the fields of wire spec 6.1 in order")
+            raise EntryFormatError("entry: not exactly the 19 fields of wire spec 6.1 in order")
         entry = cls(**doc)
-        # Duplicate keys, whitespace, escapes and number spellings all change
-        # the bytes: the one canonical form is what was hashed.
+        # Whitespace, escapes and number spellings all change the bytes: the one
+        # canonical form is what was hashed.
         if entry._bytes != data:
             raise EntryFormatError("entry: not in canonical form")
         return entry
 
     @classmethod
-    def from_draft(cls, draft: EntryDraft, seq: int) -> Entry:
-        return cls(seq, *(getattr(draft, name) for name in _DRAFT_FIELDS))
+    def with_evidence(cls, draft: EntryDraft, seq: int, evidence: Evidence
+                      ) -> tuple[Entry, bytes]:
+        """The entry ``seq`` of ``draft`` bound to ``evidence``, and the evidence line's bytes.
+
+        Raises:
+            EntryFormatError: the draft is not an entry of wire spec 6.1.
+        """
+        line = evidence.line(seq)
+        values: dict[str, Any] = {name: getattr(draft, name) for name in _DRAFT_FIELDS}
+        entry = cls(seq=seq, **values, publisher=evidence.publisher,
+                    evidence_sha256=hashlib.sha256(line).hexdigest())
+        if (evidence.header is None) != entry.unreadable:
+            raise EntryFormatError("evidence.header: null exactly for a body refused at "
+                                   "check 1")
+        return entry, line
 
     def logged(self) -> LoggedMessage:
         """What the policy sees of this entry (for entries that name a message id)."""
@@ -289,27 +441,108 @@ class Entry:
             purpose=self.purpose, sender=self.sender, recipient=self.recipient)
 
 
+# --- evidence --------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Evidence:
-    """How a decided envelope arrived: header bytes and signatures as received, the
-    AMQP ``user_id``, and the SHA-256 of the whole body. No payload, no personal data.
+    """How a decided body arrived (wire spec 6.1): the header bytes and the signatures as
+    received, the AMQP ``user_id`` that published it, and the SHA-256 of the whole body.
+    No payload, no personal data.
 
-    ``header`` and ``signatures`` are ``None`` when the body could not be read.
+    ``header`` and ``signatures`` are ``None`` when the body was refused at check 1.
+
+    Raises (on construction):
+        EntryFormatError: a field is not of its documented form.
     """
 
     header: bytes | None
     signatures: list[dict[str, str]] | None
-    user_id: str | None
+    publisher: str | None
     body_sha256: str
 
     def __post_init__(self) -> None:
-        if self.header is not None and not isinstance(self.header, bytes | bytearray):
-            raise EntryFormatError("evidence.header: not bytes")
-        if self.signatures is not None and (not isinstance(self.signatures, list) or not all(
-                isinstance(s, dict) and set(s) == {"key", "sig"}
-                and all(isinstance(v, str) for v in s.values()) for s in self.signatures)):
-            raise EntryFormatError("evidence.signatures: not a list of {key, sig}")
-        if self.user_id is not None and not isinstance(self.user_id, str):
-            raise EntryFormatError("evidence.user_id: not text")
-        if not isinstance(self.body_sha256, str) or not _HEX64.fullmatch(self.body_sha256):
-            raise EntryFormatError("evidence.body_sha256: not a lowercase hex SHA-256")
+        if self.header is not None:
+            if not isinstance(self.header, bytes | bytearray):
+                raise _bad("header", "not bytes", "evidence")
+            if len(self.header) > MAX_HEADER_BYTES:
+                raise _bad("header", f"over {MAX_HEADER_BYTES} bytes", "evidence")
+        if (self.header is None) != (self.signatures is None):
+            raise _bad("signatures", "null exactly when the header is", "evidence")
+        if self.signatures is not None:
+            _check_signatures(self.signatures)
+            object.__setattr__(self, "signatures",
+                               [{"key": s["key"], "sig": s["sig"]} for s in self.signatures])
+        _check_publisher(self.publisher, "evidence")
+        _check_hex("body_sha256", self.body_sha256, nullable=False, what="evidence")
+
+    @classmethod
+    def of(cls, body_sha256: str, env: ParsedEnvelope | None,
+           publisher: str | None) -> Evidence:
+        """The evidence of a body: of its envelope if it passed check 1, else of its hash."""
+        if env is None:
+            return cls(header=None, signatures=None, publisher=publisher,
+                       body_sha256=body_sha256)
+        # Check 1 accepted only canonical base64, so these are the strings received.
+        return cls(header=env.header_bytes,
+                   signatures=[{"key": s.key, "sig": b64encode(s.sig)} for s in env.signatures],
+                   publisher=publisher, body_sha256=body_sha256)
+
+    def line(self, seq: int) -> bytes:
+        """The evidence line of entry ``seq``: compact ASCII JSON in the order of 6.1."""
+        if not _is_int(seq) or seq < 0:
+            raise _bad("seq", "not a non-negative integer", "evidence")
+        return canonical_json({
+            "seq": seq,
+            "header": None if self.header is None else b64encode(bytes(self.header)),
+            "signatures": self.signatures,
+            "publisher": self.publisher,
+            "body_sha256": self.body_sha256,
+        })
+
+    @classmethod
+    def from_line(cls, data: bytes) -> tuple[int, Evidence]:
+        """Parse an evidence line, which must be exactly what :meth:`line` gives.
+
+        Raises:
+            EntryFormatError: not JSON, other fields or order, a field out of form, or
+                not the canonical bytes.
+        """
+        doc = _parse_line(data, "evidence")
+        if type(doc) is not dict or tuple(doc) != EVIDENCE_FIELDS:
+            raise EntryFormatError(
+                "evidence: not exactly {seq, header, signatures, publisher, body_sha256} "
+                "in that order")
+        header = doc["header"]
+        if header is not None:
+            try:
+                header = b64decode(header)
+            except KeysError:
+                raise _bad("header", "not canonical padded base64", "evidence") from None
+        if doc["signatures"] is not None and not (
+                isinstance(doc["signatures"], list)
+                and all(isinstance(s, dict) and tuple(s) == ("key", "sig")
+                        for s in doc["signatures"])):
+            raise _bad("signatures", 'not a list of {"key", "sig"}', "evidence")
+        ev = cls(header=header, signatures=doc["signatures"], publisher=doc["publisher"],
+                 body_sha256=doc["body_sha256"])
+        if ev.line(doc["seq"]) != data:
+            raise EntryFormatError("evidence: not in canonical form")
+        return doc["seq"], ev
+
+
+def _check_signatures(value: object) -> None:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_SIGNATURES:
+        raise _bad("signatures", f"not a list of 1 to {MAX_SIGNATURES} signatures",
+                   "evidence")
+    for s in value:
+        if not isinstance(s, dict) or set(s) != {"key", "sig"}:
+            raise _bad("signatures", 'not a list of {"key", "sig"}', "evidence")
+        if not isinstance(s["key"], str) or not _HEX32.fullmatch(s["key"]):
+            raise _bad("signatures.key", "not a key id", "evidence")
+        try:
+            sig = b64decode(s["sig"])
+        except KeysError:
+            raise _bad("signatures.sig", "not canonical padded base64", "evidence") from None
+        if len(sig) != _SIGNATURE_BYTES:
+            raise _bad("signatures.sig", f"not {_SIGNATURE_BYTES} bytes", "evidence")

@@ -14,15 +14,17 @@ form); keys keep the order in which they were registered.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from keys import PublicKeyFile
 from protocols.directory import format_time
 from protocols.loader import NAME_MAX, NAME_PATTERN, ProtocolFile
 from protocols.model import (
     Directory,
+    KeyHolder,
     KeyRecord,
     Manager,
     Organisation,
@@ -32,9 +34,9 @@ from protocols.model import (
     Role,
     Unit,
     UnitId,
-    split_address,
 )
-from registry.errors import Conflict, Invalid, NotFound
+from protocols.text import TEXT_PATTERN, is_text, refused_characters
+from registry.errors import Conflict, Invalid, LastBrokerKey, NotFound
 
 Detail = dict[str, Any]
 Change = tuple[Directory, Detail]
@@ -43,7 +45,6 @@ Change = tuple[Directory, Detail]
 TEXT_MAX = 200
 KEY_HOLDERS = ("unit", "manager", "broker")
 KEY_USES = ("signing", "encryption")
-BROKER_OWNER = "broker"
 
 _NAME = re.compile(NAME_PATTERN)
 
@@ -60,19 +61,17 @@ def check_name(field: str, value: object) -> None:
             f"at most {NAME_MAX} characters"]})
 
 
-_CONTROL = r"\x00-\x1f\x7f-\x9f\ud800-\udfff"
-# Spaces listed by hand: Python's and JSON Schema's "\s" differ (\x85, \ufeff).
-_SPACE = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-#: Free text: no control characters (PostgreSQL refuses NUL; logs and pages need
-#: none) and at least one character that is not a space. Matched whole.
-TEXT_RE = f"[^{_CONTROL}]*[^{_CONTROL}{_SPACE}][^{_CONTROL}]*"
-_TEXT = re.compile(TEXT_RE)
+#: Free text kept in the directory: see :mod:`protocols.text` for what it may hold.
+TEXT_RE = TEXT_PATTERN
 
 
 def check_text(field: str, value: object, max_len: int = TEXT_MAX) -> None:
-    if not isinstance(value, str) or len(value) > max_len or not _TEXT.fullmatch(value):
-        raise Invalid(f"{field} is not valid text", {field: [
-            f"between 1 and {max_len} characters, no control characters, not only spaces"]})
+    if not isinstance(value, str) or len(value) > max_len or not is_text(value):
+        refused = refused_characters(value) if isinstance(value, str) else []
+        why = (f"holds control or invisible formatting characters ({', '.join(refused[:5])}); "
+               "retype it without them" if refused else
+               f"between 1 and {max_len} characters, not only spaces")
+        raise Invalid(f"{field} is not valid text", {field: [why]})
 
 
 def check_roles(field: str, roles: Iterable[str]) -> frozenset[Role]:
@@ -229,60 +228,138 @@ def remove_unit(d: Directory, org: str, unit: str, now: datetime) -> Change:
     return _with_org(d, replace(o, units=units)), {"unit": u.address}
 
 
-def register_key(d: Directory, key: KeyRecord) -> Change:
-    """Register a public key for a unit, a manager or the broker.
+@dataclass(frozen=True)
+class KeyOwner:
+    """Whom keys are being registered for: what every offered key file must name."""
+
+    holder: KeyHolder
+    owner: str
+    manager: str | None = None
+
+    def describe(self) -> str:
+        return {"unit": f"unit {self.owner}", "manager": f"manager {self.manager} of {self.owner}",
+                "broker": "the broker"}[self.holder]
+
+    def generate_command(self) -> str:
+        if self.holder == "unit":
+            return f"infoshare keys generate --unit {self.owner}"
+        if self.holder == "manager":
+            return f"infoshare keys generate --manager {self.manager} --org {self.owner}"
+        return "infoshare keys generate --broker"
+
+
+def _refuse(code: str, message: str, field: str, why: str) -> Invalid:
+    return Invalid(message, {field: [why]}, code=code)
+
+
+def _check_key_file(d: Directory, expected: KeyOwner, slot: str, f: PublicKeyFile,
+                    offered: Mapping[str, PublicKeyFile]) -> None:
+    """Refuse a key file for someone else, for another use, or without a valid proof."""
+    if (f.holder, f.owner, f.manager) != (expected.holder, expected.owner, expected.manager):
+        raise _refuse("wrong_owner", f"this file holds {f.describe()}, not a key of "
+                      f"{expected.describe()}", slot,
+                      f"choose the key files of {expected.describe()}, made with "
+                      f"{expected.generate_command()}")
+    if f.use != slot:
+        raise _refuse("wrong_use", f"this file holds {f.describe()}, offered as the {slot} key",
+                      slot, f"give the file of the {slot} key here (its name ends in "
+                      f".{slot}.pub)")
+    if f.use == "signing":
+        if not (f.self_signed and f.proof_verifies(f.public)):
+            raise _refuse("bad_proof", f"the proof in the file of {f.describe()} does not "
+                          "verify", slot, "use the .pub file exactly as infoshare keys "
+                          "generate wrote it, or generate the keys again")
+        return
+    signer = offered.get("signing")
+    if signer is not None and signer.key_id == f.proof_key:
+        vouching = signer.public
+    else:
+        known = d.key(f.proof_key)
+        if known is None or (known.holder, known.owner, known.use) != (
+                expected.holder, expected.owner, "signing") or known.revoked_at is not None:
+            raise _refuse("proof_key_not_registered", f"the encryption key is vouched for by "
+                          f"signing key {f.proof_key}, which is not a registered key of "
+                          f"{expected.describe()}", slot, "register it together with the "
+                          "signing key of the same pair of files")
+        vouching = known.public
+    if not f.proof_verifies(vouching):
+        raise _refuse("bad_proof", f"the proof in the file of {f.describe()} does not verify",
+                      slot, "use the .pub files exactly as infoshare keys generate wrote them")
+
+
+def _check_owner_registered(d: Directory, expected: KeyOwner) -> None:
+    if expected.holder == "unit":
+        if d.unit(expected.owner) is None:
+            raise NotFound(f"unit {expected.owner} is not registered")
+    elif expected.holder == "manager":
+        _organisation(d, expected.owner)
+        m = next((x for x in d.managers if x.id == expected.manager), None)
+        if m is None or m.org != expected.owner:
+            raise NotFound(f"manager {expected.manager} is not registered for "
+                           f"{expected.owner}")
+
+
+def register_keys(d: Directory, expected: KeyOwner, offered: Mapping[str, PublicKeyFile],
+                  valid_from: datetime, valid_until: datetime | None) -> Change:
+    """Register public keys from their key files, keyed by the use they are offered for.
+
+    A unit registers its signing key, its encryption key or both; a manager and
+    the broker a signing key. Each file must name ``expected`` and the use it is
+    offered for, and carry a proof that verifies (an encryption key's by the
+    unit's signing key, offered with it or registered already).
 
     Raises:
-        Invalid: the holder, use, owner form or validity is wrong.
-        NotFound: the owning unit, organisation or manager is not registered.
-        Conflict: a key with this id is registered already.
+        Invalid: no key, a file for someone else (``wrong_owner``), for another
+            use (``wrong_use``), or whose proof fails (``bad_proof``,
+            ``proof_key_not_registered``); validity that ends before it starts.
+        NotFound: the unit or manager is not registered. Conflict: a key is registered already.
     """
-    if key.holder not in KEY_HOLDERS:
-        raise Invalid("unknown holder", {"holder": ["one of " + ", ".join(KEY_HOLDERS)]})
-    if key.use not in KEY_USES:
-        raise Invalid("unknown use", {"use": ["one of " + ", ".join(KEY_USES)]})
-    if key.valid_until is not None and key.valid_until <= key.valid_from:
-        raise Invalid("the key would expire before it is valid",
+    allowed = KEY_USES if expected.holder == "unit" else ("signing",)
+    unknown = sorted(set(offered) - set(allowed))
+    if unknown:
+        raise Invalid(f"{expected.describe()} holds no {unknown[0]} key",
+                      {unknown[0]: [f"{expected.describe()} registers "
+                                    + " and ".join(allowed) + " keys only"]})
+    if not offered:
+        raise Invalid("no key file was given", {"_body": [
+            "give the public key file of at least one key: " + " or ".join(allowed)]})
+    if valid_until is not None and valid_until <= valid_from:
+        raise Invalid("the keys would expire before they are valid",
                       {"valid_until": ["must be later than valid_from"]})
-    if key.holder == "unit":
-        org, unit = split_address(key.owner)
-        if not (is_name(org) and is_name(unit)):
-            raise Invalid("owner is not a unit address", {"owner": ["org/unit"]})
-        if key.manager is not None:
-            raise Invalid("a unit key names no manager", {"manager": ["only for manager keys"]})
-        if d.unit(key.owner) is None:
-            raise NotFound(f"unit {key.owner} is not registered")
-    elif key.holder == "manager":
-        check_name("owner", key.owner)
-        if key.use != "signing":
-            raise Invalid("a manager holds a signing key only", {"use": ["must be signing"]})
-        if key.manager is None:
-            raise Invalid("a manager key names its manager", {"manager": ["required"]})
-        _organisation(d, key.owner)
-        m = next((x for x in d.managers if x.id == key.manager), None)
-        if m is None or m.org != key.owner:
-            raise NotFound(f"manager {key.manager} is not registered for {key.owner}")
-    else:
-        if key.owner != BROKER_OWNER:
-            raise Invalid("a broker key is owned by the broker", {"owner": ["must be broker"]})
-        if key.manager is not None:
-            raise Invalid("a broker key names no manager", {"manager": ["only for manager keys"]})
-    if d.key(key.key_id) is not None:
-        raise Conflict(f"key {key.key_id} is registered already")
-    detail: Detail = {"key_id": key.key_id, "holder": key.holder, "owner": key.owner,
-                      "use": key.use, "valid_from": format_time(key.valid_from)}
-    if key.valid_until is not None:
-        detail["valid_until"] = format_time(key.valid_until)
-    if key.manager is not None:
-        detail["manager"] = key.manager
-    return replace(d, keys=(*d.keys, key)), detail
+    _check_owner_registered(d, expected)
+    records = []
+    for slot in KEY_USES:
+        f = offered.get(slot)
+        if f is None:
+            continue
+        _check_key_file(d, expected, slot, f, offered)
+        if d.key(f.key_id) is not None:
+            raise Conflict(f"key {f.key_id} is registered already")
+        records.append(KeyRecord(key_id=f.key_id, holder=expected.holder, owner=expected.owner,
+                                 use=f.use, public=f.public, valid_from=valid_from,
+                                 valid_until=valid_until, manager=expected.manager))
+    if len({r.key_id for r in records}) != len(records):
+        raise Invalid("the same key was offered twice", {"encryption": ["another key"]})
+    detail: Detail = {"holder": expected.holder, "owner": expected.owner,
+                      "keys": [{"key_id": r.key_id, "use": r.use} for r in records],
+                      "valid_from": format_time(valid_from)}
+    if valid_until is not None:
+        detail["valid_until"] = format_time(valid_until)
+    if expected.manager is not None:
+        detail["manager"] = expected.manager
+    return replace(d, keys=(*d.keys, *records)), detail
 
 
-def revoke_key(d: Directory, key_id: str, reason: str, at: datetime) -> Change:
+def revoke_key(d: Directory, key_id: str, reason: str, at: datetime, *, now: datetime,
+               last_broker_key: bool = False) -> Change:
     """Revoke a key from ``at`` on (which may be in the past, for a compromise).
 
+    Revoking the broker's last key valid at ``now`` leaves the broker unable to
+    sign notices and checkpoints; that needs ``last_broker_key``.
+
     Raises:
-        Invalid: empty or long reason. NotFound: no such key. Conflict: revoked already.
+        Invalid: empty or long reason. NotFound: no such key.
+        Conflict: revoked already. LastBrokerKey: the last valid broker key.
     """
     check_text("reason", reason)
     k = d.key(key_id)
@@ -290,10 +367,16 @@ def revoke_key(d: Directory, key_id: str, reason: str, at: datetime) -> Change:
         raise NotFound(f"key {key_id} is not registered")
     if k.revoked_at is not None:
         raise Conflict(f"key {key_id} was revoked already at {format_time(k.revoked_at)}")
+    others = [x for x in d.keys if x.holder == "broker" and x.key_id != k.key_id
+              and x.valid_at(now)]
+    if k.holder == "broker" and k.valid_at(now) and not others and not last_broker_key:
+        raise LastBrokerKey(f"key {key_id} is the broker's last valid key: without it no "
+                            "notice or checkpoint can be signed; register the broker's new "
+                            "key first, or confirm that the broker is to stop")
     revoked = replace(k, revoked_at=at, revocation_reason=reason)
     keys = tuple(revoked if x.key_id == k.key_id else x for x in d.keys)
-    return replace(d, keys=keys), {"key_id": k.key_id, "owner": k.owner,
-                                   "at": format_time(at), "reason": reason}
+    return replace(d, keys=keys), {"key_id": k.key_id, "holder": k.holder, "owner": k.owner,
+                                   "use": k.use, "at": format_time(at), "reason": reason}
 
 
 def register_manager(d: Directory, manager_id: str, org: str, title: str) -> Change:

@@ -1,45 +1,82 @@
 """The ``registry`` commands: set up, serve and change a registry from the shell.
 
-Every change names its actor (``--actor``, by default ``cli:<login name>``)
-and prints the new registry version. Errors a user can cause end with a
-message and exit status 1 (or 2 for a usage error), never a traceback.
+Conventions (those of every infoshare command): ``--home DIR`` is the
+registry's data directory (default ``$INFOSHARE_HOME``); a change is made with
+an administrator's token, from ``--token-file FILE`` or ``INFOSHARE_TOKEN``,
+and the history records that token, shown by its label; a database URL with a
+password comes from ``INFOSHARE_DATABASE_URL`` or ``--database-url-file``.
+Exit status 0 done, 1 error, 2 usage, 3 refused (a key file for someone else,
+another use or without a valid proof; the broker's last key). Errors are one
+line on stderr, ``error: ...``, never a traceback. ``--json`` prints what a
+script reads.
 """
 
 from __future__ import annotations
 
-import getpass
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import IO, Any, ParamSpec, TypeVar
 
 import click
 
-from keys import KeyFormatError, parse_public_key_text
+from keys import KeyFileError, PublicKeyFile, read_public_key_file
 from protocols.directory import format_time, parse_time
+from registry.changes import KeyOwner
 from registry.datadir import (
     PUBLIC_KEY_FILE,
     DataDir,
     create_data_dir,
+    database_url_from,
     passphrase_from_env,
 )
-from registry.errors import Invalid, RegistryError
-from registry.store import ROLES, Store, dump_detail
+from registry.errors import Invalid, LastBrokerKey, RegistryError, Unauthenticated
+from registry.history import events
+from registry.store import ROLES, Store, TokenInfo
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-DATA_ENV = "INFOSHARE_REGISTRY_DATA"
+HOME_ENV = "INFOSHARE_HOME"
+TOKEN_ENV = "INFOSHARE_TOKEN"
+#: Refusals with a reason code: exit status 3.
+REFUSAL_CODES = frozenset({"wrong_owner", "wrong_use", "bad_proof", "proof_key_not_registered",
+                           "last_broker_key"})
 
 
-def _login() -> str:
+class CommandError(click.ClickException):
+    """One line on stderr, ``error: ...``; exit status 1."""
+
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class Refused(CommandError):
+    """A refusal with a reason code: exit status 3."""
+
+    exit_code = 3
+
+
+def _one_line(e: RegistryError) -> str:
+    message = str(e)
+    if isinstance(e, Invalid) and e.fields:
+        message += ": " + "; ".join(f"{field}: {m}" for field, msgs in sorted(e.fields.items())
+                                    for m in msgs)
+    return " ".join(message.split())
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
     try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return f"uid{os.getuid()}"
+        yield
+    except RegistryError as e:
+        refused = isinstance(e, LastBrokerKey) or e.code in REFUSAL_CODES
+        raise (Refused if refused else CommandError)(_one_line(e)) from e
 
 
 class WireTime(click.ParamType[datetime]):
@@ -58,54 +95,86 @@ class WireTime(click.ParamType[datetime]):
 TIME = WireTime()
 
 
-def _fail(e: RegistryError) -> click.ClickException:
-    message = str(e)
-    if isinstance(e, Invalid) and e.fields:
-        lines = [f"  {field}: {m}" for field, msgs in sorted(e.fields.items()) for m in msgs]
-        message += "\n" + "\n".join(lines)
-    return click.ClickException(message)
+def home_option(f: Callable[P, R]) -> Callable[P, R]:
+    return click.option("--home", type=click.Path(file_okay=False, path_type=Path),
+                        envvar=HOME_ENV, required=True,
+                        help=f"The registry's data directory (default ${HOME_ENV}).")(f)
 
 
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except RegistryError as e:
-        raise _fail(e) from e
+def url_file_option(f: Callable[P, R]) -> Callable[P, R]:
+    return click.option("--database-url-file", type=click.Path(dir_okay=False, path_type=Path),
+                        default=None, help="A file holding the database URL (default "
+                        "INFOSHARE_DATABASE_URL, else what init recorded).")(f)
 
 
-def data_dir_option(f: Callable[P, R]) -> Callable[P, R]:
-    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                        envvar=DATA_ENV, required=True,
-                        help=f"The registry's data directory (or ${DATA_ENV}).")(f)
+def token_option(f: Callable[P, R]) -> Callable[P, R]:
+    return click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+                        default=None, help=f"A file holding an admin token (default "
+                        f"${TOKEN_ENV}).")(f)
 
 
-def actor_option(f: Callable[P, R]) -> Callable[P, R]:
-    return click.option("--actor", default=lambda: f"cli:{_login()}", show_default="cli:<login>",
-                        help="Who the history records for this change.")(f)
+def json_option(f: Callable[P, R]) -> Callable[P, R]:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the result as JSON.")(f)
 
 
-def _store(data_dir: Path, *, write: bool) -> Store:
-    dd = DataDir(data_dir)
+def _data_dir(home: Path, url_file: Path | None) -> DataDir:
+    return DataDir(home, database_url_from(url_file))
+
+
+def _open(home: Path, url_file: Path | None, *, write: bool) -> Store:
+    dd = _data_dir(home, url_file)
     if write:
         return Store(dd.database_url, signing_key=dd.signing_key(passphrase_from_env()))
     return Store(dd.database_url, public_key=dd.public_key())
 
 
-def change_command(f: Callable[..., int]) -> Callable[..., None]:
-    """A command that changes the registry: opens the store, prints the new version."""
+def _admin(store: Store, token_file: Path | None) -> TokenInfo:
+    """The administrator making this change, from their token."""
+    if token_file is not None:
+        try:
+            secret = token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise Unauthenticated(f"{token_file}: cannot read the token") from e
+    else:
+        secret = os.environ.get(TOKEN_ENV, "").strip()
+    if not secret:
+        raise Unauthenticated(f"a change needs an admin token: give --token-file FILE or set "
+                              f"{TOKEN_ENV}")
+    token = store.authenticate(secret)
+    if token is None or token.role != "admin":
+        raise Unauthenticated("the token is not an active admin token")
+    return token
+
+
+def _print(as_json: bool, value: Any, text: str) -> None:
+    click.echo(json.dumps(value) if as_json else text)
+
+
+@contextmanager
+def _as_admin(home: Path, url_file: Path | None, token_file: Path | None, *,
+              write: bool) -> Iterator[tuple[Store, str]]:
+    """The store, and the actor the history records: the administrator's token."""
+    with _errors():
+        store = _open(home, url_file, write=write)
+        try:
+            yield store, f"token:{_admin(store, token_file).id}"
+        finally:
+            store.close()
+
+
+def change_command(f: Callable[..., Any]) -> Callable[..., None]:
+    """A command that changes the registry as the token's holder; prints the new version."""
 
     @wraps(f)
-    def run(data_dir: Path, actor: str, **kwargs: Any) -> None:
-        with _errors():
-            store = _store(data_dir, write=True)
-            try:
-                version = f(store, actor=actor, **kwargs)
-            finally:
-                store.close()
-        click.echo(f"registry version {version}")
+    def run(home: Path, database_url_file: Path | None, token_file: Path | None,
+            as_json: bool, **kwargs: Any) -> None:
+        with _as_admin(home, database_url_file, token_file, write=True) as (store, actor):
+            result = f(store, actor=actor, **kwargs)
+        version, extra = result if isinstance(result, tuple) else (result, {})
+        _print(as_json, {"version": version, **extra}, f"registry version {version}")
 
-    return actor_option(data_dir_option(run))
+    return home_option(url_file_option(token_option(json_option(run))))
 
 
 @click.group("registry")
@@ -114,37 +183,70 @@ def registry() -> None:
 
 
 @registry.command()
-@data_dir_option
-@click.option("--database-url", default=None,
-              help="A PostgreSQL URL (postgresql+psycopg://...); default a SQLite file.")
-@actor_option
-def init(data_dir: Path, database_url: str | None, actor: str) -> None:
+@home_option
+@url_file_option
+@click.option("--admin-label", default="first administrator", show_default=True,
+              help="The first admin token's label: the name the history shows for it.")
+@click.option("--token-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the first admin token to this new file (0600) instead of printing it.")
+@json_option
+def init(home: Path, database_url_file: Path | None, admin_label: str, token_out: Path | None,
+         as_json: bool) -> None:
     """Create a registry: its key, its database (version 0) and a first admin token."""
     with _errors():
-        dd, key = create_data_dir(data_dir, passphrase_from_env(), database_url)
+        if token_out is not None and token_out.exists():
+            raise RegistryError(f"{token_out} exists already; choose a new file for the token")
+        dd, key = create_data_dir(home, passphrase_from_env(), database_url_from(database_url_file))
         store = Store(dd.database_url, signing_key=key)
         try:
-            store.initialise(actor=actor)
-            token_id, secret = store.create_token("admin", "first administrator", actor=actor)
+            store.create_tables()
+            token_id, secret = store.create_token("admin", admin_label, actor="setup")
+            store.initialise(actor=f"token:{token_id}")
         finally:
             store.close()
-    click.echo(f"registry created in {data_dir}")
-    click.echo(f"registry public key (pin this): {data_dir / PUBLIC_KEY_FILE}")
-    click.echo(f"admin token {token_id} (shown once, keep it safe):")
-    click.echo(secret)
+        if token_out is not None:
+            try:
+                fd = os.open(token_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w", encoding="ascii") as out:
+                    out.write(secret + "\n")
+            except OSError as e:
+                raise RegistryError(f"{token_out}: cannot write the token ({e.strerror}); "
+                                    f"revoke token {token_id} and run init again") from e
+    shown = None if token_out is not None else secret
+    if as_json:
+        click.echo(json.dumps({"home": str(home), "public_key": str(home / PUBLIC_KEY_FILE),
+                               "admin_token_id": token_id, "admin_token": shown}))
+        return
+    click.echo(f"registry created in {home}")
+    click.echo(f"registry public key (pin this): {home / PUBLIC_KEY_FILE}")
+    if token_out is not None:
+        click.echo(f"admin token {token_id} written to {token_out}")
+    else:
+        click.echo(f"admin token {token_id} (shown once, keep it safe):")
+        click.echo(secret)
 
 
 @registry.command()
-@data_dir_option
+@home_option
+@url_file_option
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="0 picks a free port; the address is printed either way.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
-def serve(data_dir: Path, host: str, port: int, workers: int) -> None:
-    """Serve the API and web pages with gunicorn."""
+@click.option("--certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Serve HTTPS with this certificate chain (PEM).")
+@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="The certificate's private key (PEM).")
+def serve(home: Path, database_url_file: Path | None, host: str, port: int, workers: int,
+          certfile: Path | None, keyfile: Path | None) -> None:
+    """Serve the API and web pages with gunicorn; prints "registry listening on URL"."""
     from registry.serve import serve as run
 
+    if (certfile is None) != (keyfile is None):
+        raise click.UsageError("HTTPS needs both --certfile and --keyfile")
     with _errors():
-        run(data_dir, host=host, port=port, workers=workers)
+        run(_data_dir(home, database_url_file), host=host, port=port, workers=workers,
+            certfile=certfile, keyfile=keyfile)
 
 
 @registry.command("load-protocol")
@@ -203,48 +305,64 @@ def remove_unit(store: Store, *, org: str, unit: str, actor: str) -> int:
     return store.remove_unit(org, unit, actor=actor)
 
 
-@registry.command("register-key")
-@click.option("--holder", type=click.Choice(["unit", "manager", "broker"]), required=True)
-@click.option("--owner", required=True,
-              help="org/unit for a unit key, the org for a manager key, broker for the broker.")
-@click.option("--use", type=click.Choice(["signing", "encryption"]), required=True)
-@click.option("--public-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--public-key", "public_text", help="The public key as base64 text.")
+def _key_files(files: tuple[Path, ...]) -> dict[str, PublicKeyFile]:
+    """The files by the use each declares; two of one use is a usage error."""
+    offered: dict[str, PublicKeyFile] = {}
+    for path in files:
+        try:
+            f = read_public_key_file(path)
+        except KeyFileError as e:
+            raise Invalid(str(e), code="bad_key_file") from e
+        if f.use in offered:
+            raise click.UsageError(f"two {f.use} keys given; give one file per use")
+        offered[f.use] = f
+    return offered
+
+
+@registry.command("register-keys")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--unit", metavar="ORG/UNIT", default=None, help="The unit whose keys these are.")
+@click.option("--manager", metavar="ID", default=None, help="The manager whose key this is.")
+@click.option("--broker", is_flag=True, help="The broker's notice and checkpoint key.")
 @click.option("--valid-from", type=TIME, default=None, help="Default: now.")
 @click.option("--valid-until", type=TIME, default=None)
-@click.option("--manager", default=None, help="The manager's id, for a manager key.")
 @change_command
-def register_key(store: Store, *, holder: str, owner: str, use: str,
-                 public_key_file: Path | None, public_text: str | None,
-                 valid_from: datetime | None, valid_until: datetime | None,
-                 manager: str | None, actor: str) -> int:
-    """Register a public key."""
-    if (public_key_file is None) == (public_text is None):
-        raise click.UsageError("give exactly one of --public-key-file and --public-key")
-    try:
-        text = public_text if public_text is not None else \
-            public_key_file.read_text("ascii")  # type: ignore[union-attr]
-        public = parse_public_key_text(text)
-    except (KeyFormatError, UnicodeDecodeError) as e:
-        raise Invalid("not a public key: base64 of 32 bytes", {"public": [str(e)]}) from e
-    when = valid_from or datetime.now(UTC)
-    version = store.register_key(holder, owner, use, public, when, valid_until, manager,
-                                 actor=actor)
-    from keys import key_id
+def register_keys(store: Store, *, files: tuple[Path, ...], unit: str | None,
+                  manager: str | None, broker: bool, valid_from: datetime | None,
+                  valid_until: datetime | None, actor: str) -> tuple[int, dict[str, Any]]:
+    """Register public key files as infoshare keys generate wrote them (FILE...: .pub files).
 
-    click.echo(f"key {key_id(public)}")
-    return version
+    A unit's signing and encryption keys together, a manager's or the broker's
+    signing key. Refused (exit status 3) when a file is for another holder or
+    use, or its proof of possession does not verify.
+    """
+    if sum((unit is not None, manager is not None, broker)) != 1:
+        raise click.UsageError("say whose keys these are: --unit ORG/UNIT, --manager ID "
+                               "or --broker")
+    expected = (KeyOwner("unit", unit) if unit is not None else
+                store.manager_keys(manager) if manager is not None else
+                KeyOwner("broker", "broker"))
+    offered = _key_files(files)
+    version = store.register_keys(expected, offered, valid_from, valid_until, actor=actor)
+    keys = [{"key_id": f.key_id, "use": f.use} for f in offered.values()]
+    if not click.get_current_context().params.get("as_json"):
+        for k in keys:
+            click.echo(f"key {k['key_id']} ({k['use']})")
+    return version, {"keys": keys}
 
 
 @registry.command("revoke-key")
 @click.argument("key_id")
 @click.option("--reason", required=True)
 @click.option("--at", type=TIME, default=None, help="Revoked from this time (default now).")
+@click.option("--last-broker-key", is_flag=True,
+              help="Confirm revoking the broker's last valid key (it stops every notice).")
 @change_command
 def revoke_key(store: Store, *, key_id: str, reason: str, at: datetime | None,
-               actor: str) -> int:
+               last_broker_key: bool, actor: str) -> int:
     """Revoke a key."""
-    return store.revoke_key(key_id, reason, at, actor=actor)
+    return store.revoke_key(key_id, reason, at, actor=actor, last_broker_key=last_broker_key)
 
 
 @registry.command("add-manager")
@@ -257,33 +375,48 @@ def add_manager(store: Store, *, manager_id: str, org: str, title: str, actor: s
     return store.register_manager(manager_id, org, title, actor=actor)
 
 
+def read_command(f: Callable[..., None]) -> Callable[..., None]:
+    """A command that only reads: opens the store with the public key."""
+
+    @wraps(f)
+    def run(home: Path, database_url_file: Path | None, as_json: bool) -> None:
+        with _errors():
+            store = _open(home, database_url_file, write=False)
+            try:
+                f(store, as_json)
+            finally:
+                store.close()
+
+    return home_option(url_file_option(json_option(run)))
+
+
 @registry.command()
-@data_dir_option
-def versions(data_dir: Path) -> None:
+@read_command
+def versions(store: Store, as_json: bool) -> None:
     """List every registry version."""
-    with _errors():
-        store = _store(data_dir, write=False)
-        try:
-            rows = store.versions()
-        finally:
-            store.close()
+    rows = store.versions()
+    if as_json:
+        click.echo(json.dumps([{"version": v.version, "created_at": format_time(v.created_at),
+                                "actor": v.actor, "change": v.action} for v in rows]))
+        return
     for v in rows:
         click.echo(f"{v.version}\t{format_time(v.created_at)}\t{v.actor}\t{v.action}")
 
 
 @registry.command()
-@data_dir_option
-def history(data_dir: Path) -> None:
-    """Show every change with who made it, when and what it was."""
-    with _errors():
-        store = _store(data_dir, write=False)
-        try:
-            rows = store.history()
-        finally:
-            store.close()
-    for h in rows:
-        click.echo(f"{h.version}\t{format_time(h.created_at)}\t{h.actor}\t{h.action}\t"
-                   f"{dump_detail(h.detail)}")
+@read_command
+def history(store: Store, as_json: bool) -> None:
+    """Every change and token granted or revoked: when, who, and what in words."""
+    rows = events(store)
+    if as_json:
+        click.echo(json.dumps([{"version": e.version, "created_at": format_time(e.at),
+                                "actor": e.actor, "actor_label": e.actor_label,
+                                "action": e.action, "summary": e.summary, "detail": e.detail}
+                               for e in rows]))
+        return
+    for e in rows:
+        version = "-" if e.version is None else str(e.version)
+        click.echo(f"{version}\t{format_time(e.at)}\t{e.who}\t{e.summary}")
 
 
 @registry.group()
@@ -291,33 +424,41 @@ def token() -> None:
     """API tokens: create (the secret is shown once), list, revoke."""
 
 
+def token_command(f: Callable[..., None]) -> Callable[..., None]:
+    """A token command, run by an administrator with their own token."""
+
+    @wraps(f)
+    def run(home: Path, database_url_file: Path | None, token_file: Path | None,
+            as_json: bool, **kwargs: Any) -> None:
+        # Tokens are not part of the signed directory: the registry key stays sealed.
+        with _as_admin(home, database_url_file, token_file, write=False) as (store, actor):
+            f(store, actor, as_json, **kwargs)
+
+    return home_option(url_file_option(token_option(json_option(run))))
+
+
 @token.command("create")
-@data_dir_option
 @click.option("--role", type=click.Choice(ROLES), required=True)
-@click.option("--label", required=True, help="What or who it is for (no personal names).")
-@actor_option
-def token_create(data_dir: Path, role: str, label: str, actor: str) -> None:
+@click.option("--label", required=True, help="What or who it is for; the history shows it.")
+@token_command
+def token_create(store: Store, actor: str, as_json: bool, role: str, label: str) -> None:
     """Create a token and print its secret once."""
-    with _errors():
-        store = _store(data_dir, write=False)
-        try:
-            token_id, secret = store.create_token(role, label, actor=actor)
-        finally:
-            store.close()
-    click.echo(f"token {token_id} ({role}), shown once:")
-    click.echo(secret)
+    token_id, secret = store.create_token(role, label, actor=actor)
+    _print(as_json, {"id": token_id, "role": role, "label": label, "secret": secret},
+           f"token {token_id} ({role}), shown once:\n{secret}")
 
 
 @token.command("list")
-@data_dir_option
-def token_list(data_dir: Path) -> None:
+@token_command
+def token_list(store: Store, actor: str, as_json: bool) -> None:
     """List tokens (never their secrets)."""
-    with _errors():
-        store = _store(data_dir, write=False)
-        try:
-            rows = store.list_tokens()
-        finally:
-            store.close()
+    rows = store.list_tokens()
+    if as_json:
+        click.echo(json.dumps([{"id": t.id, "role": t.role, "label": t.label,
+                                "created_at": format_time(t.created_at),
+                                "revoked_at": None if t.revoked_at is None
+                                else format_time(t.revoked_at)} for t in rows]))
+        return
     for t in rows:
         revoked = "-" if t.revoked_at is None else f"revoked {format_time(t.revoked_at)}"
         click.echo(f"{t.id}\t{t.role}\t{t.label}\t{format_time(t.created_at)}\t{revoked}")
@@ -325,14 +466,8 @@ def token_list(data_dir: Path) -> None:
 
 @token.command("revoke")
 @click.argument("token_id")
-@data_dir_option
-@actor_option
-def token_revoke(token_id: str, data_dir: Path, actor: str) -> None:
-    """Revoke a token."""
-    with _errors():
-        store = _store(data_dir, write=False)
-        try:
-            store.revoke_token(token_id, actor=actor)
-        finally:
-            store.close()
-    click.echo(f"token {token_id} revoked")
+@token_command
+def token_revoke(store: Store, actor: str, as_json: bool, token_id: str) -> None:
+    """Revoke a token (not the last active admin token)."""
+    store.revoke_token(token_id, actor=actor)
+    _print(as_json, {"id": token_id, "revoked": True}, f"token {token_id} revoked")

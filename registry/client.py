@@ -4,18 +4,23 @@ Trust comes from the pinned registry key, not from the connection: every
 directory is verified with :func:`protocols.directory.verify_directory`
 against ``pinned_key`` before it is returned, and the current directory may
 never go back to a version lower than one this client has already seen (a
-replayed old directory could bring back a revoked key). Standard library
-only (urllib).
+replayed old directory could bring back a revoked key). Over HTTPS the
+server's certificate is verified against ``ca_file`` (default
+``INFOSHARE_REGISTRY_CA_FILE``, else the system's CAs). Standard library only
+(urllib, ssl).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import ssl
 import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from protocols.directory import parse_time, verify_directory
@@ -37,6 +42,7 @@ __all__ = ["RegistryClient", "RemoteVersion"]
 
 #: A directory of a large deployment is well under this; more is an attack or a bug.
 MAX_RESPONSE = 32 * 1024 * 1024
+CA_FILE_ENV = "INFOSHARE_REGISTRY_CA_FILE"
 
 
 @dataclass(frozen=True)
@@ -51,11 +57,19 @@ class RegistryClient:
     """Fetch and verify signed directories from a registry over HTTP(S)."""
 
     def __init__(self, base_url: str, token: str, pinned_key: bytes, *,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, ca_file: Path | str | None = None) -> None:
+        """Raises: RegistryUnavailable: ``ca_file`` cannot be read as PEM certificates."""
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._pinned = bytes(pinned_key)
         self._timeout = timeout
+        ca = ca_file if ca_file is not None else os.environ.get(CA_FILE_ENV) or None
+        try:
+            context = ssl.create_default_context(cafile=None if ca is None else str(ca))
+        except (OSError, ssl.SSLError) as e:
+            raise RegistryUnavailable(f"the CA file {ca} cannot be read as PEM "
+                                      "certificates") from e
+        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
         self._highest_seen = -1
         self._lock = threading.Lock()
 
@@ -69,7 +83,7 @@ class RegistryClient:
             self.base_url + "/api/v1" + path,
             headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+            with self._opener.open(request, timeout=self._timeout) as response:
                 body: bytes = response.read(MAX_RESPONSE + 1)
         except urllib.error.HTTPError as e:
             raise _translate(e) from e

@@ -2,14 +2,18 @@
 
 Layout::
 
-    DIR/registry.json      {"database_url": null | "postgresql+psycopg://..."}
-    DIR/registry.sqlite3   the database, when no URL is given
+    DIR/                   mode 0700: nobody but the registry's user reads into it
+    DIR/registry.json      {"database_url": null | "postgresql+psycopg://..."} (0600)
+    DIR/registry.sqlite3   the database, when no URL is given (0600, and so its WAL
+                           and shared-memory files, which SQLite creates alike)
     DIR/registry-key       the registry's Ed25519 private key, sealed (keys file, 0600)
     DIR/registry-key.pub   its public key, the one clients and the broker pin
     DIR/session-secret     the web pages' session signing secret (0600)
 
 The private key is sealed with the passphrase in the environment variable
-``INFOSHARE_REGISTRY_PASSPHRASE``; nothing that signs starts without it.
+``INFOSHARE_REGISTRY_PASSPHRASE``; nothing that signs starts without it. A
+database URL that holds a password comes from ``INFOSHARE_DATABASE_URL`` or a
+file (never a command line); given at ``init`` it is kept in registry.json.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from keys import (
 from registry.errors import NotInitialised, RegistryError
 
 PASSPHRASE_ENV = "INFOSHARE_REGISTRY_PASSPHRASE"
+DATABASE_URL_ENV = "INFOSHARE_DATABASE_URL"
 CONFIG_FILE = "registry.json"
 SQLITE_FILE = "registry.sqlite3"
 KEY_FILE = "registry-key"
@@ -57,12 +62,33 @@ def _write_secret_file(path: Path, text: str) -> None:
         f.write(text)
 
 
+def database_url_from(url_file: Path | None) -> str | None:
+    """A database URL from ``url_file`` or ``INFOSHARE_DATABASE_URL``, or None for neither.
+
+    Raises:
+        RegistryError: the file cannot be read or is empty.
+    """
+    if url_file is not None:
+        try:
+            url = url_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise RegistryError(f"{url_file}: cannot read the database URL") from e
+        if not url:
+            raise RegistryError(f"{url_file} is empty; write the database URL in it")
+        return url
+    return os.environ.get(DATABASE_URL_ENV) or None
+
+
 @dataclass(frozen=True)
 class DataDir:
     path: Path
+    #: A database URL given for this run (environment or file), over registry.json's.
+    url_override: str | None = None
 
     @property
     def database_url(self) -> str:
+        if self.url_override is not None:
+            return self.url_override
         try:
             config = json.loads((self.path / CONFIG_FILE).read_text(encoding="utf-8"))
         except FileNotFoundError as e:
@@ -111,11 +137,17 @@ def create_data_dir(path: Path, passphrase: bytes, database_url: str | None = No
     """
     if not passphrase:
         raise RegistryError(f"set {PASSPHRASE_ENV} to a passphrase for the registry key")
-    path.mkdir(parents=True, exist_ok=True)
     if (path / CONFIG_FILE).exists() or (path / KEY_FILE).exists():
         raise RegistryError(f"{path} holds a registry already")
     pair = SigningKeyPair.generate()
     try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # An existing empty directory keeps its mode through mkdir: set it.
+        path.chmod(0o700)
+        if database_url is None:
+            # Created 0600 before SQLite opens it; SQLite gives its -wal and
+            # -shm files the mode of the database file.
+            _write_secret_file(path / SQLITE_FILE, "")
         write_private_key(path / KEY_FILE, kind="signing", owner="registry",
                           private=pair.seed, public=pair.public, passphrase=passphrase)
         write_public_key(path / PUBLIC_KEY_FILE, pair.public)

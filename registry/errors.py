@@ -28,14 +28,27 @@ class Conflict(RegistryError):
     code = "conflict"
 
 
+class LastBrokerKey(RegistryError):
+    """The key is the broker's last valid one; revoking it needs a second confirmation."""
+
+    code = "last_broker_key"
+
+
 class Invalid(RegistryError):
-    """The input is malformed or breaks a rule; ``fields`` maps field paths to messages."""
+    """The input is malformed or breaks a rule; ``fields`` maps field paths to messages.
+
+    ``code`` names the reason where a more precise one helps the caller
+    (``duplicate_key``, ``wrong_owner``...); by default it is ``invalid``.
+    """
 
     code = "invalid"
 
-    def __init__(self, message: str, fields: Mapping[str, list[str]] | None = None) -> None:
+    def __init__(self, message: str, fields: Mapping[str, list[str]] | None = None, *,
+                 code: str | None = None) -> None:
         super().__init__(message)
         self.fields: dict[str, list[str]] = {k: list(v) for k, v in (fields or {}).items()}
+        if code is not None:
+            self.code = code
 
 
 class Unauthenticated(RegistryError):

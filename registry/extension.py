@@ -1,4 +1,4 @@
-"""What a registry app holds beside Flask: its store and its throttle."""
+"""What a registry app holds beside Flask: its store."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from registry.store import Store
-from registry.throttle import FailureThrottle
 
 _KEY = "infoshare.registry"
 
@@ -15,7 +14,6 @@ _KEY = "infoshare.registry"
 @dataclass(frozen=True)
 class Registry:
     store: Store
-    throttle: FailureThrottle
 
 
 def init_app(app: Flask, registry: Registry) -> None:

@@ -20,6 +20,7 @@ from registry.errors import (
     Conflict,
     Forbidden,
     Invalid,
+    LastBrokerKey,
     NotFound,
     NotInitialised,
     RegistryError,
@@ -37,6 +38,7 @@ STATUS: dict[type[RegistryError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    LastBrokerKey: 409,
     Throttled: 429,
     NotInitialised: 503,
     RegistryUnavailable: 503,
@@ -89,7 +91,8 @@ def register_error_handlers(app: Flask) -> None:
     def http_error(e: HTTPException) -> Response:
         # Start from werkzeug's own response so headers such as Allow survive.
         base = e.get_response()
-        response = error_response(base.status_code, _http_code(e), e.description or e.name)
+        response = error_response(base.status_code, getattr(e, "registry_code", _http_code(e)),
+                                  e.description or e.name, getattr(e, "fields", None))
         for name, value in base.headers.items():
             if name.lower() not in ("content-type", "content-length"):
                 response.headers[name] = value

@@ -24,23 +24,33 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from keys import KeyFormatError, SigningKeyPair, key_id
+from keys import PublicKeyFile, SigningKeyPair
 from protocols.directory import format_time, parse_time, sign_directory, verify_directory
 from protocols.errors import DefinitionError, DirectoryError
 from protocols.loader import load_protocol_text
-from protocols.model import Directory, KeyHolder, KeyRecord, KeyUse
+from protocols.model import Directory
 from registry import changes
 from registry.errors import Conflict, Invalid, NotFound, NotInitialised, RegistryError
-from registry.tables import metadata, protocol_sources, tokens, versions
+from registry.tables import metadata, protocol_sources, tokens, versions, web_sessions
 
 __all__ = ["ROLES", "HistoryEntry", "Store", "TokenInfo", "VersionInfo", "hash_secret"]
 
@@ -160,13 +170,17 @@ class Store:
 
     # --- set-up ------------------------------------------------------------------------
 
+    def create_tables(self) -> None:
+        """Create the registry's tables where they are missing."""
+        metadata.create_all(self.engine)
+
     def initialise(self, *, actor: str) -> int:
         """Create the tables and version 0, an empty directory.
 
         Raises:
             Conflict: the database holds a registry already.
         """
-        metadata.create_all(self.engine)
+        self.create_tables()
         with self.engine.connect() as conn:
             if conn.execute(select(func.count()).select_from(versions)).scalar_one():
                 raise Conflict("this database holds a registry already")
@@ -409,30 +423,46 @@ class Store:
         return self._commit("remove_unit", actor,
                             lambda d: changes.remove_unit(d, org, unit, self._now()))
 
-    def register_key(self, holder: str, owner: str, use: str, public: bytes,
-                     valid_from: datetime, valid_until: datetime | None = None,
-                     manager: str | None = None, *, actor: str) -> int:
-        """Register a public key; its id is computed from ``public``.
+    def register_keys(self, expected: changes.KeyOwner, offered: Mapping[str, PublicKeyFile],
+                      valid_from: datetime | None = None, valid_until: datetime | None = None,
+                      *, actor: str) -> int:
+        """Register keys from their public key files, by the use each is offered for.
+
+        ``expected`` names whose keys they must be; ``valid_from`` defaults to now.
+        See :func:`registry.changes.register_keys` for every check.
 
         Raises:
-            Invalid: bad key bytes, holder, use or validity. NotFound: no such owner.
-            Conflict: the key id is registered already.
+            Invalid, NotFound, Conflict.
         """
-        try:
-            kid = key_id(public)
-        except KeyFormatError as e:
-            raise Invalid("not a 32-byte public key", {"public": ["32 bytes, base64"]}) from e
-        record = KeyRecord(key_id=kid, holder=_as_holder(holder), owner=owner,
-                           use=_as_use(use), public=bytes(public),
-                           valid_from=_whole(valid_from), valid_until=_whole_or_none(valid_until),
-                           manager=manager)
-        return self._commit("register_key", actor, lambda d: changes.register_key(d, record))
+        start = self._now() if valid_from is None else _whole(valid_from)
+        until = _whole_or_none(valid_until)
+        return self._commit("register_keys", actor, lambda d: changes.register_keys(
+            d, expected, offered, start, until))
+
+    def manager_keys(self, manager_id: str) -> changes.KeyOwner:
+        """Whom a manager's keys are for: the manager and their organisation.
+
+        Raises:
+            NotFound: no such manager.
+        """
+        m = next((x for x in self.directory().managers if x.id == manager_id), None)
+        if m is None:
+            raise NotFound(f"manager {manager_id} is not registered; register the manager "
+                           "first")
+        return changes.KeyOwner("manager", m.org, m.id)
 
     def revoke_key(self, key_id: str, reason: str, at: datetime | None = None, *,
-                   actor: str) -> int:
-        """Revoke a key from ``at`` (default: now). Raises: Invalid, NotFound, Conflict."""
+                   actor: str, last_broker_key: bool = False) -> int:
+        """Revoke a key from ``at`` (default: now).
+
+        Revoking the broker's last valid key stops every notice and checkpoint;
+        it is refused unless ``last_broker_key`` confirms it.
+
+        Raises: Invalid, NotFound, Conflict, LastBrokerKey.
+        """
         return self._commit("revoke_key", actor, lambda d: changes.revoke_key(
-            d, key_id, reason, self._now() if at is None else _whole(at)))
+            d, key_id, reason, self._now() if at is None else _whole(at),
+            now=self._now(), last_broker_key=last_broker_key))
 
     def register_manager(self, id: str, org: str, title: str, *, actor: str) -> int:
         """Register a manager of ``org``. Raises: Invalid, NotFound, Conflict."""
@@ -466,16 +496,28 @@ class Store:
             return [_token_info(r._mapping) for r in conn.execute(query)]
 
     def revoke_token(self, token_id: str, *, actor: str) -> None:
-        """Revoke a token. Raises: NotFound, Conflict (revoked already)."""
+        """Revoke a token.
+
+        Raises:
+            NotFound. Conflict: revoked already, or the last active admin token
+            (nobody could administer the registry after it).
+        """
         changes.check_text("actor", actor)
         if not re.fullmatch(TOKEN_ID_RE, token_id):
             raise NotFound(f"token {token_id} does not exist")
         with self.engine.begin() as conn:
-            row = conn.execute(select(tokens.c.revoked_at).where(tokens.c.id == token_id)).first()
+            row = conn.execute(select(tokens.c.revoked_at, tokens.c.role)
+                               .where(tokens.c.id == token_id)).first()
             if row is None:
                 raise NotFound(f"token {token_id} does not exist")
             if row.revoked_at is not None:
                 raise Conflict(f"token {token_id} was revoked already")
+            if row.role == "admin":
+                admins = conn.execute(select(func.count()).select_from(tokens).where(
+                    tokens.c.role == "admin", tokens.c.revoked_at.is_(None))).scalar_one()
+                if admins <= 1:
+                    raise Conflict(f"token {token_id} is the last active admin token; create "
+                                   "another admin token before revoking this one")
             conn.execute(update(tokens).where(tokens.c.id == token_id,
                                               tokens.c.revoked_at.is_(None))
                          .values(revoked_at=format_time(self._now()), revoked_by=actor))
@@ -496,6 +538,48 @@ class Store:
         return None if row is None else _token_info(row._mapping)
 
 
+    # --- web sessions ------------------------------------------------------------------
+
+    def ensure_session_table(self) -> None:
+        """Create the web sessions table in a registry made before it existed."""
+        metadata.create_all(self.engine, tables=[web_sessions])
+
+    def open_session(self, token_id: str, lifetime: timedelta) -> str:
+        """Start a web session for a token; returns its secret id (for the cookie only)."""
+        session_id = secrets.token_urlsafe(32)
+        now = self._now()
+        with self.engine.begin() as conn:
+            # Expired sessions are of no use to anyone; clear them as new ones start.
+            conn.execute(delete(web_sessions).where(
+                web_sessions.c.expires_at < format_time(now)))
+            conn.execute(insert(web_sessions).values(
+                id_sha256=hash_secret(session_id), token_id=token_id,
+                created_at=format_time(now), expires_at=format_time(now + lifetime)))
+        return session_id
+
+    def session_token(self, session_id: str) -> TokenInfo | None:
+        """The active token of a live session, or None (ended, expired, unknown, revoked)."""
+        if not isinstance(session_id, str) or len(session_id) > 100:
+            return None
+        now = format_time(self._now())
+        query = (select(tokens).join(web_sessions, web_sessions.c.token_id == tokens.c.id)
+                 .where(web_sessions.c.id_sha256 == hash_secret(session_id),
+                        web_sessions.c.ended_at.is_(None), web_sessions.c.expires_at > now,
+                        tokens.c.revoked_at.is_(None)))
+        with self._connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _token_info(row._mapping)
+
+    def end_session(self, session_id: str) -> None:
+        """End a session: its cookie, and every copy of it, no longer signs anyone in."""
+        if not isinstance(session_id, str) or len(session_id) > 100:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(update(web_sessions).where(
+                web_sessions.c.id_sha256 == hash_secret(session_id),
+                web_sessions.c.ended_at.is_(None)).values(ended_at=format_time(self._now())))
+
+
 def _token_info(r: Any) -> TokenInfo:
     return TokenInfo(id=r["id"], role=r["role"], label=r["label"],
                      created_at=parse_time(r["created_at"]), created_by=r["created_by"],
@@ -512,18 +596,6 @@ def _whole(t: datetime) -> datetime:
 
 def _whole_or_none(t: datetime | None) -> datetime | None:
     return None if t is None else _whole(t)
-
-
-def _as_holder(value: str) -> KeyHolder:
-    if value not in changes.KEY_HOLDERS:
-        raise Invalid("unknown holder", {"holder": ["one of " + ", ".join(changes.KEY_HOLDERS)]})
-    return value  # type: ignore[return-value]
-
-
-def _as_use(value: str) -> KeyUse:
-    if value not in changes.KEY_USES:
-        raise Invalid("unknown use", {"use": ["one of " + ", ".join(changes.KEY_USES)]})
-    return value  # type: ignore[return-value]
 
 
 def dump_detail(detail: dict[str, Any]) -> str:

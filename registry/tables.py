@@ -57,3 +57,16 @@ tokens = Table(
     Column("revoked_by", String(200), nullable=True),
     UniqueConstraint("token_sha256", name="tokens_sha256_unique"),
 )
+
+#: Web sessions, so that signing out ends a session on the server: the cookie
+#: carries a random id whose SHA-256 is the key here; an ended or expired row,
+#: or a revoked token, signs the cookie out wherever a copy of it is.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("token_id", String(32), nullable=False),
+    Column("created_at", TIME, nullable=False),
+    Column("expires_at", TIME, nullable=False),
+    Column("ended_at", TIME, nullable=True),
+)

@@ -1,10 +1,8 @@
 """Bearer-token authentication and roles for the API.
 
 ``admin`` may read and write everything, ``auditor`` may read everything
-with history, ``agency`` may read the directory only. A request with wrong
-credentials counts as a failure for its client address; once the throttle
-refuses an address, its requests are answered 429 before any token is
-looked at, so guessing gets no faster by sending valid-looking tokens.
+with history, ``agency`` may read the directory only. Wrong tokens are
+throttled by :mod:`registry.throttle`, which never refuses a valid one.
 """
 
 from __future__ import annotations
@@ -13,11 +11,11 @@ from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
-from flask import g, request
+from flask import g
 
-from registry.errors import Forbidden, Throttled, Unauthenticated
-from registry.extension import current_registry
+from registry.errors import Forbidden, Unauthenticated
 from registry.store import TokenInfo
+from registry.throttle import presented_token
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -27,37 +25,19 @@ AUDITORS = ("admin", "auditor")
 ADMINS = ("admin",)
 
 
-def client_address() -> str:
-    return request.remote_addr or "unknown"
-
-
-def check_throttle(address: str) -> None:
-    wait = current_registry().throttle.retry_after(address)
-    if wait is not None:
-        raise Throttled("too many failed sign-ins from this address; try again later", wait)
-
-
 def bearer_token() -> TokenInfo:
     """The token of this request.
 
     Raises:
         Unauthenticated: no bearer token, or not an active one.
-        Throttled: this address failed too often recently.
     """
-    header = request.headers.get("Authorization", "")
-    if not header:
+    presented = presented_token()
+    if presented.secret is None:
         raise Unauthenticated("send Authorization: Bearer <token>")
-    address = client_address()
-    check_throttle(address)
-    scheme, _, secret = header.partition(" ")
-    token = None
-    if scheme.lower() == "bearer":
-        token = current_registry().store.authenticate(secret.strip())
-    if token is None:
-        current_registry().throttle.record_failure(address)
+    if presented.token is None:
         raise Unauthenticated("the bearer token is not valid")
-    g.token_id = token.id
-    return token
+    g.token_id = presented.token.id
+    return presented.token
 
 
 def require(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -72,6 +52,7 @@ def require(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             g.token = token
             return view(*args, **kwargs)
 
+        guarded.roles = roles  # type: ignore[attr-defined]  # read by registry.openapi
         return guarded
 
     return decorate

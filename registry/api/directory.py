@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 
 from protocols.directory import format_time
+from registry.api import schemas
+from registry.api.answers import answer
 from registry.api.auth import READERS, require
+from registry.api.docs import operation
 from registry.extension import current_store
 
 bp = Blueprint("api_directory", __name__, url_prefix="/api/v1/directory")
@@ -21,21 +24,26 @@ def _signed(version: int | None) -> Response:
 
 @bp.get("")
 @require(*READERS)
+@operation("The current signed directory, bytes as signed", tag="directory",
+           answer=schemas.SignedDirectory, headers=("X-Registry-Version",))
 def current() -> Response:
     return _signed(None)
 
 
-@bp.get("/<int:version>")
+@bp.get("/<version:version>")
 @require(*READERS)
+@operation("The signed directory at a registry version", tag="directory",
+           answer=schemas.SignedDirectory, errors=(404,), headers=("X-Registry-Version",))
 def at_version(version: int) -> Response:
     return _signed(version)
 
 
 @bp.get("/versions")
 @require(*READERS)
-def versions() -> Response:
-    return jsonify([
+@operation("Every registry version", tag="directory", answer=schemas.VersionInfo, many=True)
+def versions() -> tuple[Response, int]:
+    return answer(schemas.VersionInfo, [
         {"version": v.version, "created_at": format_time(v.created_at), "actor": v.actor,
          "change": v.action}
         for v in current_store().versions()
-    ])
+    ], many=True)

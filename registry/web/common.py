@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import request
-from werkzeug.exceptions import NotFound as HttpNotFound
 
 from protocols.directory import parse_time
 from protocols.model import Directory
+from registry.errors import Invalid
 from registry.extension import current_store
+from registry.routing import ascii_version
 
 
 def page_directory() -> tuple[Directory, int]:
@@ -19,15 +20,15 @@ def page_directory() -> tuple[Directory, int]:
     raw = request.args.get("version", "")
     if not raw:
         return store.directory(latest), latest
-    if not raw.isdigit() or len(raw) > 10:
-        raise HttpNotFound("no such registry version")
-    return store.directory(int(raw)), latest
+    number = ascii_version(raw)
+    if number is None:
+        raise Invalid("version is not a registry version", {"version": [
+            "a whole number in the ASCII digits 0 to 9, such as 3"]})
+    return store.directory(number), latest
 
 
 def form_time(name: str) -> datetime | None:
     """An optional time field of a form, as on the wire (2024-05-01T09:00:00Z)."""
-    from registry.errors import Invalid
-
     text = request.form.get(name, "").strip()
     if not text:
         return None

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import json
 import resource
 import sys
 import tempfile
@@ -42,14 +41,13 @@ sys.path.insert(0, str(ROOT / "tests" / "support"))
 from envelope_factories import FRONT_DOOR, POLICE, T0, referral, world  # noqa: E402
 
 from audit import export, replay, verify  # noqa: E402
+from audit.export_dir import checkpoint_line  # noqa: E402
+from broker.router import decide_and_append, parse_body  # noqa: E402
 from broker.transfer_log import TransferLog  # noqa: E402
 from keys import Checkpoint, NoteSigner, SigningKeyPair, b64encode  # noqa: E402
 from protocols import merkle  # noqa: E402
 from protocols.directory import format_time, sign_directory  # noqa: E402
-from protocols.envelope import parse_envelope  # noqa: E402
-from protocols.log_format import EntryDraft, Evidence  # noqa: E402
 from protocols.model import amqp_user  # noqa: E402
-from protocols.policy import decide  # noqa: E402
 
 ORIGIN = "bench.example/transfer-log"
 T = TypeVar("T")
@@ -60,7 +58,12 @@ _ENTRY = (
     '"sender":"west-yorkshire-police/police-safeguarding","recipient":"leeds-cc/front-door",'
     '"in_reply_to":null,"consent":{{"status":"not_sought","ground":"child-significant-harm"}},'
     '"subject_informed":false,"data_categories":["concern","identity"],'
-    '"header_sha256":"{hsha}","payload_sha256":"{psha}","registry_version":7}}'
+    '"header_sha256":"{hsha}","payload_sha256":"{psha}","registry_version":7,'
+    '"publisher":"west-yorkshire-police.police-safeguarding","evidence_sha256":"{esha}"}}'
+)
+_EVIDENCE = (
+    '{{"seq":{seq},"header":"{header}","signatures":[{{"key":"{key}","sig":"{sig}"}}],'
+    '"publisher":"west-yorkshire-police.police-safeguarding","body_sha256":"{bsha}"}}'
 )
 _HEADER = (
     '{{"message_id":"{mid}","kind":"referral","protocol":"wy-iisp-2016",'
@@ -97,22 +100,21 @@ def write_synthetic(d: Path, n: int, signer: NoteSigner) -> None:
             header = _HEADER.format(mid=mid, at=at, psha=psha).encode()
             hsha = hashlib.sha256(header).hexdigest()
             refused = seq % 10 == 0
+            evidence = _EVIDENCE.format(
+                seq=seq, header=base64.b64encode(header).decode(), key="ab" * 16, sig=sig,
+                bsha=hashlib.sha256(header + b"body").hexdigest()).encode()
             line = _ENTRY.format(seq=seq, at=at, mid=mid, hsha=hsha, psha=psha,
                                  decision="refused" if refused else "routed",
-                                 reason='"stale"' if refused else "null").encode()
+                                 reason='"stale"' if refused else "null",
+                                 esha=hashlib.sha256(evidence).hexdigest()).encode()
             entries.write(line + b"\n")
-            ev.write(json.dumps({
-                "seq": seq, "header": base64.b64encode(header).decode(),
-                "signatures": [{"key": "ab" * 16, "sig": sig}],
-                "user_id": "west-yorkshire-police.police-safeguarding",
-                "body_sha256": hashlib.sha256(line).hexdigest()},
-                separators=(",", ":")).encode() + b"\n")
+            ev.write(evidence + b"\n")
             cr.append(merkle.leaf_hash(line))
             if cr.size % 1000 == 0 or cr.size == n:
                 notes.append(signer.sign(Checkpoint(ORIGIN, cr.size, cr.root()).text()))
-    with open(d / "checkpoints.jsonl", "w", encoding="utf-8") as f:
+    with open(d / "checkpoints.jsonl", "wb") as f:
         for note in notes:
-            f.write(json.dumps({"note": note}, ensure_ascii=False) + "\n")
+            f.write(checkpoint_line(note) + b"\n")
     (d / "log-key.txt").write_text(signer.verifier.line() + "\n")
 
 
@@ -141,24 +143,7 @@ def build_replay_export(work: Path, n: int, signer: NoteSigner) -> tuple[Path, f
         now = T0 + timedelta(seconds=k // 100 + 1)
         with log.batch() as lb:
             for body, user in bodies[k:k + 200]:
-                env = parse_envelope(body)
-                d = decide(env.submission(user), w.directory, lb, now)
-                h = env.header
-                lb.append(EntryDraft(
-                    at=format_time(now), message_id=h.message_id, kind=h.kind,
-                    decision=d.decision, reason=None if d.reason is None else d.reason.value,
-                    protocol=h.protocol, purpose=h.purpose, sender=h.sender,
-                    recipient=h.recipient, in_reply_to=h.in_reply_to,
-                    consent=None if h.consent is None else {
-                        "status": h.consent.status, "ground": h.consent.ground},
-                    subject_informed=h.subject_informed,
-                    data_categories=list(h.data_categories),
-                    header_sha256=env.header_sha256, payload_sha256=env.payload_sha256,
-                    registry_version=w.directory.version),
-                    Evidence(header=env.header_bytes,
-                             signatures=[{"key": s.key, "sig": b64encode(s.sig)}
-                                         for s in env.signatures],
-                             user_id=user, body_sha256=hashlib.sha256(body).hexdigest()))
+                decide_and_append(lb, body, parse_body(body), user, w.directory, now)
         log.checkpoint_if_due(now)
     routed_per_s = n / (time.perf_counter() - start)
     out = work / "replay-export"

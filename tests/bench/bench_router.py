@@ -103,7 +103,7 @@ def preload(s: Setup, bodies: list[bytes]) -> None:
     ch.confirm_delivery()
     props = pika.BasicProperties(user_id=amqp_user(SENDER), delivery_mode=2, type="envelope")
     for body in bodies:
-        ch.basic_publish("infoshare.submit", "", body, props)
+        ch.basic_publish("infoshare.submit", SENDER, body, props)
     conn.close()
 
 
@@ -246,7 +246,7 @@ def latency(s: Setup, rate: float, seconds: float) -> list[float]:
         while (now := time.perf_counter()) < target:
             time.sleep(min(0.002, target - now))
         sent[mid] = time.perf_counter()
-        ch.basic_publish("infoshare.submit", "", body, pika.BasicProperties(
+        ch.basic_publish("infoshare.submit", SENDER, body, pika.BasicProperties(
             user_id=amqp_user(SENDER), delivery_mode=2, type="envelope", message_id=mid))
     deadline = time.perf_counter() + 30
     while len(got) < total and time.perf_counter() < deadline:

@@ -36,6 +36,7 @@ from pika.adapters.blocking_connection import BlockingConnection
 
 from broker.node import NodeError, RabbitNode, start_cluster, stop_all
 from broker.topology import Credentials, ManagementAPI
+from protocols.envelope import MAX_BODY_BYTES
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -91,6 +92,10 @@ def _members(node: RabbitNode, queue: str) -> set[str]:
 def test_quorum_queue_survives_kill_9_of_its_leader(cluster: list[RabbitNode]) -> None:
     leader, *survivors = cluster
     assert len({n.config.amqp_port for n in cluster}) == 3
+    # Every node of the cluster enforces the wire limit on a body (16 MiB).
+    for node in cluster:
+        got = node.ctl("eval", "application:get_env(rabbit, max_message_size).")
+        assert got.stdout.strip() == f"{{ok,{MAX_BODY_BYTES}}}", got.stdout + got.stderr
     queue = f"faults.{uuid.uuid4().hex}"
     sent = {f"message {i}".encode() for i in range(MESSAGES)}
 

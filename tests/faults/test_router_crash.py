@@ -34,12 +34,14 @@ from keys import (
     EncryptionKeyPair,
     NoteSigner,
     SigningKeyPair,
+    new_keys,
     write_private_key,
     write_public_key,
 )
 from protocols.envelope import build_envelope, parse_notice
 from protocols.model import Consent, GroundId, amqp_user
 from registry.app import create_app
+from registry.changes import KeyOwner
 from registry.datadir import create_data_dir
 from registry.store import Store
 
@@ -77,13 +79,14 @@ def deployed(rabbit_node: RabbitNode, tmp_path_factory: pytest.TempPathFactory
     store = Store(data_dir.database_url, signing_key=registry_key)
     store.initialise(actor="test")
     store.load_protocol(WY.read_text(encoding="utf-8"), actor="test")
-    sender, sender_enc = SigningKeyPair.generate(), EncryptionKeyPair.generate()
-    recipient_sig, recipient = SigningKeyPair.generate(), EncryptionKeyPair.generate()
-    broker_key = SigningKeyPair.generate()
-    store.register_key("broker", "broker", "signing", broker_key.public, now, actor="test")
-    for addr, sig, enc in ((SENDER, sender, sender_enc), (RECIPIENT, recipient_sig, recipient)):
-        store.register_key("unit", addr, "signing", sig.public, now, actor="test")
-        store.register_key("unit", addr, "encryption", enc.public, now, actor="test")
+    sender_keys, recipient_keys = new_keys("unit", SENDER), new_keys("unit", RECIPIENT)
+    sender, recipient = sender_keys.signing, recipient_keys.encryption
+    assert recipient is not None
+    broker_keys = new_keys("broker", "broker")
+    broker_key = broker_keys.signing
+    store.register_keys(KeyOwner("broker", "broker"), broker_keys.files, now, actor="test")
+    for addr, made in ((SENDER, sender_keys), (RECIPIENT, recipient_keys)):
+        store.register_keys(KeyOwner("unit", addr), made.files, now, actor="test")
     _, token = store.create_token("agency", "router", actor="test")
 
     app = create_app({"REGISTRY_STORE": store, "SECRET_KEY": data_dir.session_secret()})

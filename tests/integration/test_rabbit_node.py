@@ -17,6 +17,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from broker.node import RabbitNode
 from broker.node_cli import node as node_cli
+from protocols.envelope import MAX_BODY_BYTES
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +57,23 @@ def _confirming_channel(connection: BlockingConnection) -> BlockingChannel:
     channel = connection.channel()
     channel.confirm_delivery()
     return channel
+
+
+def test_the_node_refuses_a_body_over_the_wire_limit(
+    connection: BlockingConnection, queue: str, rabbit_node: RabbitNode
+) -> None:
+    # Wire spec 2: a whole AMQP body is at most 16 MiB. At the limit it passes...
+    publisher = _confirming_channel(connection)
+    publisher.basic_publish("", queue, b" " * MAX_BODY_BYTES, PERSISTENT, mandatory=True)
+    # ...one byte more and the node closes the channel before storing it.
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        publisher.basic_publish("", queue, b" " * (MAX_BODY_BYTES + 1), PERSISTENT,
+                                mandatory=True)
+    assert refused.value.reply_code == 406
+    assert f"larger than configured max size {MAX_BODY_BYTES}" in refused.value.reply_text
+    assert _depth(connection, queue) == 1
+    got = rabbit_node.ctl("eval", "application:get_env(rabbit, max_message_size).")
+    assert got.stdout.strip() == f"{{ok,{MAX_BODY_BYTES}}}"
 
 
 def test_confirmed_persistent_messages_are_consumed_with_manual_acks(

@@ -27,7 +27,6 @@ class FakeClock:
     """A clock the test moves; every change is stamped with ``now``."""
 
     now: datetime = START
-    monotonic_now: float = 1000.0
     calls: list[datetime] = field(default_factory=list)
 
     def __call__(self) -> datetime:
@@ -36,10 +35,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
-        self.monotonic_now += seconds
-
-    def monotonic(self) -> float:
-        return self.monotonic_now
 
 
 def wy_text() -> str:

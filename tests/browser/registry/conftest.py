@@ -11,8 +11,9 @@ import pytest
 from registry_site import Site
 from werkzeug.serving import make_server
 
-from keys import SigningKeyPair, key_id
+from keys import SigningKeyPair, new_keys
 from registry.app import create_app
+from registry.changes import KeyOwner
 from registry.store import Store
 
 WY_FILE = Path(__file__).resolve().parents[3] / "protocols" / "definitions" / \
@@ -23,16 +24,21 @@ WY_FILE = Path(__file__).resolve().parents[3] / "protocols" / "definitions" / \
 def site(tmp_path: Path) -> Iterator[Site]:
     store = Store(f"sqlite:///{tmp_path / 'registry.sqlite3'}",
                   signing_key=SigningKeyPair.generate())
-    store.initialise(actor="test:init")
-    store.load_protocol(WY_FILE.read_text("utf-8"), actor="test:init")
+    # Set up by the administrator the tests sign in as, so the history names them.
+    store.create_tables()
+    admin_id, admin = store.create_token("admin", "IG officer, Leeds City Council",
+                                         actor="setup")
+    actor = f"token:{admin_id}"
+    store.initialise(actor=actor)
+    store.load_protocol(WY_FILE.read_text("utf-8"), actor=actor)
     key_ids = []
     for unit in ("leeds-cc/front-door", "wy-police/safeguarding-hub"):
-        public = SigningKeyPair.generate().public
-        store.register_key("unit", unit, "signing", public, datetime(2024, 1, 1, tzinfo=UTC),
-                           actor="test:init")
-        key_ids.append(key_id(public))
-    _, admin = store.create_token("admin", "browser admin", actor="test:init")
-    _, auditor = store.create_token("auditor", "browser auditor", actor="test:init")
+        made = new_keys("unit", unit)
+        store.register_keys(KeyOwner("unit", unit), {"signing": made.files["signing"]},
+                            datetime(2024, 1, 1, tzinfo=UTC), actor=actor)
+        key_ids.append(made.files["signing"].key_id)
+    _, auditor = store.create_token("auditor", "Data Protection Officer, audit 2026",
+                                    actor=actor)
     app = create_app({"REGISTRY_STORE": store, "SECRET_KEY": "browser-test"})
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},

@@ -53,6 +53,7 @@ from keys import (
     write_private_key,
 )
 from protocols.envelope import (
+    MAX_BODY_BYTES,
     Notice,
     ParsedEnvelope,
     build_envelope,
@@ -324,6 +325,36 @@ def test_a_referral_goes_through_and_is_acknowledged(
     assert SECRET not in caplog.text
     assert SECRET.encode() not in _state_bytes(door)
     assert SECRET.encode() not in _state_bytes(police)
+
+
+def test_units_publish_with_their_own_address_as_routing_key(
+        make_client: Make, router: HandRouter, tmp_path: Path) -> None:
+    # Wire spec 5: each unit has its own ingress queue, which its address as key reaches.
+    police, door = make_client(POLICE), make_client(DOOR)
+    sent = _referral(police)
+    method, props, body = router.channel.basic_get(ingress_name(POLICE), auto_ack=True)
+    assert method is not None, "nothing published"
+    assert (method.exchange, method.routing_key, props.message_id) == (
+        "infoshare.submit", POLICE, sent.message_id)
+    router.forward(body, DOOR)
+    _receive(door, tmp_path / "door-inbox", 1)  # accepts it and sends the receipt
+    method, _, receipt = router.channel.basic_get(ingress_name(DOOR), auto_ack=True)
+    assert method is not None, "no receipt published"
+    assert method.routing_key == DOOR and parse_envelope(receipt).header.kind == "receipt"
+
+
+def test_an_envelope_over_the_wire_limit_is_refused_locally_as_too_large(
+        make_client: Make, router: HandRouter) -> None:
+    police = make_client(POLICE)
+    with pytest.raises(LocalRefusal) as caught:
+        _referral(police, record={"concern": {"summary": "x" * (MAX_BODY_BYTES // 4 * 3)}})
+    assert caught.value.reason == "too_large"
+    # The last gate before RabbitMQ, which receipts from the outbox pass too.
+    with pytest.raises(LocalRefusal) as caught:
+        police._publish(b" " * (MAX_BODY_BYTES + 1), str(uuid.uuid4()))
+    assert caught.value.reason == "too_large"
+    assert router.take() is None
+    assert police.store._query("SELECT count(*) FROM sent") == [(0,)]
 
 
 def test_request_response_and_receipts_pass_the_broker_policy(

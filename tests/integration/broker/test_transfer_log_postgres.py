@@ -66,7 +66,8 @@ def test_postgres_refuses_updates_and_deletes(log: TransferLog, log_url: str) ->
     with psycopg.connect(_psycopg_dsn(log_url)) as conn:
         for statement in ("UPDATE entries SET body = '\\x00'::bytea WHERE seq = 0",
                           "DELETE FROM entries WHERE seq = 1",
-                          "UPDATE evidence SET user_id = 'x'",
+                          "UPDATE evidence SET publisher = 'x'",
+                          "UPDATE evidence SET line = '\\x00'::bytea",
                           "DELETE FROM checkpoints"):
             with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
                 conn.execute(statement)

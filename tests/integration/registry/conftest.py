@@ -63,13 +63,11 @@ class Served:
 @pytest.fixture
 def served(tmp_path: Path, clock: Any) -> Iterator[Served]:
     key = SigningKeyPair.generate()
-    # Real time for versions (the client and pages show them); the throttle's
-    # clock is the fake one, so throttling is tested without waiting.
+    # Real time for versions: the client and pages show them.
     store = Store(f"sqlite:///{tmp_path / 'served.sqlite3'}", signing_key=key)
     store.initialise(actor="test:init")
     _, admin = store.create_token("admin", "test admin", actor="test:init")
-    app = create_app({"REGISTRY_STORE": store, "SECRET_KEY": "test-secret",
-                      "REGISTRY_THROTTLE_CLOCK": clock.monotonic})
+    app = create_app({"REGISTRY_STORE": store, "SECRET_KEY": "test-secret"})
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)

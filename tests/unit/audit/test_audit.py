@@ -10,32 +10,30 @@ problem.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import http.server
 import json
-import shutil
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from click.testing import CliRunner
-from envelope_factories import (
-    FRONT_DOOR,
-    POLICE,
-    PROTOCOL,
-    S47,
-    SECRET_NAME,
-    T0,
-    World,
-    body_of,
-    referral,
-    world,
+from audit_export import (
+    LOG_KEY,
+    ORIGIN,
+    SIGNER,
+    Built,
+    entries_of,
+    json_size,
+    lines,
+    mid,
+    read_notes,
+    resign,
+    write_lines,
 )
+from click.testing import CliRunner
+from envelope_factories import FRONT_DOOR, S47, SECRET_NAME, T0
 
 import audit.verifying
 from audit import (
@@ -49,215 +47,19 @@ from audit import (
     verify,
 )
 from audit.audit_cli import audit as audit_group
-from broker.transfer_log import LogBatch, TransferLog
+from audit.export_dir import checkpoint_line
+from broker.transfer_log import TransferLog
 from infoshare.cli import main as infoshare_main
 from keys import (
     Checkpoint,
     NoteSigner,
     SigningKeyPair,
-    b64encode,
     open_checkpoint,
     public_key_text,
     write_private_key,
 )
-from protocols import merkle
 from protocols.directory import format_time, sign_directory
-from protocols.envelope import EnvelopeRefused, build_envelope, parse_envelope
-from protocols.log_format import Entry, EntryDraft, Evidence
-from protocols.model import Consent, Directory, GroundId, amqp_user
-from protocols.policy import decide
-
-ORIGIN = "test.example/transfer-log"
-LOG_KEY = SigningKeyPair.generate()
-SIGNER = NoteSigner(ORIGIN, LOG_KEY)
-POLICE_USER = amqp_user(POLICE)
-DOOR_USER = amqp_user(FRONT_DOOR)
-CSH = Consent("not_sought", GroundId("child-significant-harm"))
-
-
-# --- a router in miniature -------------------------------------------------------------
-
-
-def route(lb: LogBatch, body: bytes, user_id: str | None, directory: Directory,
-          now: datetime) -> Entry | None:
-    """Decide and append as broker.router does; None for a redelivery."""
-    body_sha = hashlib.sha256(body).hexdigest()
-    at = format_time(now)
-    try:
-        env = parse_envelope(body)
-    except EnvelopeRefused as e:
-        if lb.find_logged(None, body_sha, body_sha, user_id) is not None:
-            return None
-        return lb.append(EntryDraft(
-            at=at, message_id=None, kind=None, decision="refused", reason=e.reason.value,
-            protocol=None, purpose=None, sender=None, recipient=None, in_reply_to=None,
-            consent=None, subject_informed=None, data_categories=None, header_sha256=body_sha,
-            payload_sha256=None, registry_version=directory.version),
-            Evidence(header=None, signatures=None, user_id=user_id, body_sha256=body_sha))
-    h = env.header
-    if lb.find_logged(h.message_id, env.header_sha256, body_sha, user_id) is not None:
-        return None
-    d = decide(env.submission(user_id), directory, lb, now)
-    return lb.append(EntryDraft(
-        at=at, message_id=h.message_id, kind=h.kind, decision=d.decision,
-        reason=None if d.reason is None else d.reason.value, protocol=h.protocol,
-        purpose=h.purpose, sender=h.sender, recipient=h.recipient, in_reply_to=h.in_reply_to,
-        consent=None if h.consent is None else {"status": h.consent.status,
-                                                "ground": h.consent.ground},
-        subject_informed=h.subject_informed, data_categories=list(h.data_categories),
-        header_sha256=env.header_sha256, payload_sha256=env.payload_sha256,
-        registry_version=directory.version),
-        Evidence(header=env.header_bytes,
-                 signatures=[{"key": s.key, "sig": b64encode(s.sig)} for s in env.signatures],
-                 user_id=user_id, body_sha256=body_sha))
-
-
-@dataclass
-class Built:
-    w: World
-    log: TransferLog
-    export: Path
-    directories: dict[int, bytes]
-    v7: Directory
-    v8: Directory
-    ids: dict[str, str]
-    checkpoints: list[str]  # notes the auditor collected while the log grew
-
-
-def _s47_request(w: World, created: datetime) -> tuple[bytes, str]:
-    body, env = build_envelope(
-        kind="request", protocol=PROTOCOL, purpose=S47, sender=FRONT_DOOR, recipient=POLICE,
-        record={"identity": {"name": SECRET_NAME}}, reasons="strategy discussion",
-        sender_key=w.door_sign, recipient_key=w.police_enc.public, created_at=created,
-        consent=CSH, subject_informed=False)
-    return body, env.header.message_id
-
-
-def _build(root: Path) -> Built:
-    w = world()
-    v7 = w.directory
-    v8 = dataclasses.replace(w.directory, version=8, issued_at=T0)
-    docs = {d.version: sign_directory(d, w.registry) for d in (v7, v8)}
-    log = TransferLog.open(f"sqlite:///{root / 'log.db'}", signer=SIGNER, origin=ORIGIN)
-    ids: dict[str, str] = {}
-    held: list[str] = []
-    t = T0 + timedelta(seconds=5)
-
-    with log.batch() as lb:
-        body, env = referral(w, created_at=T0)
-        ids["referral"] = env.header.message_id
-        assert route(lb, body, POLICE_USER, v7, t) is not None
-        assert route(lb, body, POLICE_USER, v7, t) is None  # a redelivery: no entry
-        # The same bytes published by the front door: refused, reserves nothing.
-        route(lb, referral(w, created_at=T0, message_id=mid("1"))[0], DOOR_USER, v7, t)
-        ids["mismatch"] = mid("1")
-        refused, env = referral(w, created_at=T0, consent=Consent(
-            "refused", GroundId("child-significant-harm")))
-        ids["approval"] = env.header.message_id
-        route(lb, refused, POLICE_USER, v7, t)
-    held.append(log.checkpoint(t))
-
-    t += timedelta(seconds=20)
-    with log.batch() as lb:
-        signed, env = referral(w, created_at=T0, consent=Consent(
-            "refused", GroundId("child-significant-harm")), countersigners=(w.police_manager,))
-        ids["countersigned"] = env.header.message_id
-        route(lb, signed, POLICE_USER, v7, t)
-        stale, env = referral(w, created_at=T0 - timedelta(days=3))
-        ids["stale"] = env.header.message_id
-        route(lb, stale, POLICE_USER, v7, t)
-        again, _ = referral(w, created_at=T0 + timedelta(seconds=1),
-                            message_id=ids["referral"])
-        route(lb, again, POLICE_USER, v7, t)  # same id, another header: duplicate
-        route(lb, b'{"version": 1, "header": 5}', POLICE_USER, v7, t)
-        route(lb, b'{"version": 2}', None, v7, t)
-        _, env = referral(w, created_at=T0)
-        other = b"a different ciphertext" * 4
-        ids["payload"] = env.header.message_id
-        route(lb, body_of(env.header_bytes, other, [w.police_sign]), POLICE_USER, v7, t)
-    held.append(log.checkpoint(t))
-
-    t += timedelta(seconds=20)
-    with log.batch() as lb:
-        req, ids["request"] = _s47_request(w, t)
-        route(lb, req, DOOR_USER, v8, t)
-        resp, env = build_envelope(
-            kind="response", protocol=PROTOCOL, purpose=S47, sender=POLICE,
-            recipient=FRONT_DOOR, record={"concern": "known to police"}, reasons="s47",
-            sender_key=w.police_sign, recipient_key=w.door_enc.public, created_at=t,
-            consent=CSH, subject_informed=False, in_reply_to=ids["request"])
-        ids["response"] = env.header.message_id
-        route(lb, resp, POLICE_USER, v8, t)
-        orphan, env = build_envelope(
-            kind="response", protocol=PROTOCOL, purpose=S47, sender=POLICE,
-            recipient=FRONT_DOOR, record={"concern": "x"}, reasons="s47",
-            sender_key=w.police_sign, recipient_key=w.door_enc.public, created_at=t,
-            consent=CSH, subject_informed=False, in_reply_to=mid("2"))
-        ids["orphan"] = env.header.message_id
-        route(lb, orphan, POLICE_USER, v8, t)
-    # At the 24 h freshness bound, decided at a fraction of a second past ``at``.
-    late = T0 + timedelta(hours=24, milliseconds=500)
-    with log.batch() as lb:
-        edge, env = referral(w, created_at=T0, message_id=mid("3"))
-        ids["edge"] = env.header.message_id
-        entry = route(lb, edge, POLICE_USER, v8, late)
-        assert entry is not None and entry.reason == "stale"
-    held.append(log.checkpoint(late))
-
-    out = root / "export"
-    export(log, out, directories=docs.__getitem__, registry_key=w.registry.public,
-           now=late + timedelta(seconds=1))
-    return Built(w, log, out, docs, v7, v8, ids, held)
-
-
-def mid(tag: str) -> str:
-    return f"{int(tag):08x}-1111-4111-8111-111111111111"
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    b = _build(tmp_path_factory.mktemp("audit"))
-    yield b
-    b.log.close()
-
-
-@pytest.fixture
-def copy(built: Built, tmp_path: Path) -> Path:
-    """A copy of the honest export to tamper with."""
-    return Path(shutil.copytree(built.export, tmp_path / "copy"))
-
-
-def lines(path: Path) -> list[bytes]:
-    return path.read_bytes().splitlines(keepends=True)
-
-
-def write_lines(path: Path, items: list[bytes]) -> None:
-    path.write_bytes(b"".join(items))
-
-
-def entries_of(d: Path) -> list[Entry]:
-    return [Entry.from_bytes(x.rstrip(b"\n")) for x in lines(d / "entries.jsonl")]
-
-
-def resign(d: Path, signer: NoteSigner, sizes: list[int] | None = None) -> list[str]:
-    """Rebuild checkpoints.jsonl over the export's entries, signed by ``signer``."""
-    leaves = [merkle.leaf_hash(x.rstrip(b"\n")) for x in lines(d / "entries.jsonl")]
-    if sizes is None:
-        sizes = [json_size(n) for n in read_notes(d)]
-    notes = [signer.sign(Checkpoint(ORIGIN, s, merkle.root(leaves[:s])).text()) for s in sizes]
-    (d / "checkpoints.jsonl").write_text(
-        "".join(json.dumps({"note": n}) + "\n" for n in notes), encoding="utf-8")
-    (d / "log-key.txt").write_text(signer.verifier.line() + "\n")
-    return notes
-
-
-def read_notes(d: Path) -> list[str]:
-    return [json.loads(x)["note"] for x in lines(d / "checkpoints.jsonl")]
-
-
-def json_size(note: str) -> int:
-    return int(note.split("\n")[1])
-
+from protocols.log_format import Entry, canonical_json
 
 # --- the honest log --------------------------------------------------------------------
 
@@ -277,9 +79,14 @@ def test_the_export_holds_the_documented_files(built: Built) -> None:
     notes = read_notes(d)
     assert notes[:3] == built.checkpoints
     assert open_checkpoint(notes[-1], SIGNER.verifier).size == built.log.size()
+    # Evidence lines byte for byte as the log holds them, each bound to its entry.
+    assert (d / "evidence.jsonl").read_bytes() == b"".join(
+        x + b"\n" for x in built.log.evidence_lines())
     evidence = [json.loads(x) for x in lines(d / "evidence.jsonl")]
     assert [e["seq"] for e in evidence] == list(range(built.log.size()))
-    assert set(evidence[0]) == {"seq", "header", "signatures", "user_id", "body_sha256"}
+    assert tuple(evidence[0]) == ("seq", "header", "signatures", "publisher", "body_sha256")
+    assert [hashlib.sha256(x.rstrip(b"\n")).hexdigest() for x in lines(d / "evidence.jsonl")
+            ] == [e.evidence_sha256 for e in entries_of(d)]
 
 
 def test_no_personal_data_leaves_in_the_export(built: Built) -> None:
@@ -292,13 +99,15 @@ def test_the_log_holds_what_the_router_decided(built: Built) -> None:
     by_id: dict[str | None, Entry] = {}
     for e in entries_of(built.export):
         by_id.setdefault(e.message_id, e)  # the first entry of each message
-    reasons = {name: by_id[i].reason for name, i in built.ids.items()}
+    assert built.ids["readable-malformed"] not in by_id  # refused at check 1: named nowhere
+    reasons = {name: by_id[i].reason for name, i in built.ids.items()
+               if name != "readable-malformed"}
     assert reasons == {
         "referral": None, "mismatch": "sender_mismatch", "approval": "approval_required",
         "countersigned": None, "stale": "stale", "payload": "payload_mismatch",
         "request": None, "response": None, "orphan": "no_matching_request", "edge": "stale"}
     unreadable = [e for e in entries_of(built.export) if e.message_id is None]
-    assert [e.reason for e in unreadable] == ["malformed", "unsupported_version"]
+    assert [e.reason for e in unreadable] == ["malformed", "malformed", "unsupported_version"]
     assert [e.reason for e in entries_of(built.export)
             if e.message_id == built.ids["referral"]] == [None, "duplicate"]
 
@@ -345,7 +154,7 @@ def test_report_counts_who_shared_what(built: Built) -> None:
     assert len(r.rows) == built.log.size()
     assert r.refusals_by_reason == {
         "sender_mismatch": 1, "approval_required": 1, "stale": 2, "duplicate": 1,
-        "malformed": 1, "unsupported_version": 1, "payload_mismatch": 1,
+        "malformed": 2, "unsupported_version": 1, "payload_mismatch": 1,
         "no_matching_request": 1}
     month = T0.strftime("%Y-%m")
     assert r.by_purpose_month[("safeguarding-referral", month)] == {"routed": 2, "refused": 6}
@@ -355,7 +164,7 @@ def test_report_counts_who_shared_what(built: Built) -> None:
     text = r.to_table()
     assert "Refusals by reason" in text and "approval_required" in text
     assert SECRET_NAME not in text + r.to_csv() + r.to_json()
-    assert r.summary_lines()[0] == f"{built.log.size()} entries: 4 routed, 9 refused"
+    assert r.summary_lines()[0] == f"{built.log.size()} entries: 4 routed, 10 refused"
 
 
 def test_report_filters(built: Built) -> None:
@@ -487,7 +296,7 @@ def test_two_checkpoints_of_one_size_with_different_roots(built: Built, copy: Pa
     size = json_size(notes[1])
     fork = SIGNER.sign(Checkpoint(ORIGIN, size, hashlib.sha256(b"fork").digest()).text())
     items = lines(copy / "checkpoints.jsonl")
-    items.insert(2, (json.dumps({"note": fork}) + "\n").encode())
+    items.insert(2, checkpoint_line(fork) + b"\n")
     write_lines(copy / "checkpoints.jsonl", items)
     result = verify(copy, log_key=SIGNER.verifier)
     assert (result.ok, result.file, result.line) == (False, "checkpoints.jsonl", 3)
@@ -506,13 +315,15 @@ def test_checkpoints_out_of_order_and_uncovered_entries(built: Built, copy: Path
     assert "not signed" in (result.failure or "")
 
 
-def test_missing_or_extra_evidence(built: Built, copy: Path) -> None:
+def test_extra_or_missing_evidence_lines(built: Built, copy: Path) -> None:
     items = lines(copy / "evidence.jsonl")
     write_lines(copy / "evidence.jsonl", [*items, items[-1]])
-    assert verify(copy, log_key=SIGNER.verifier).file == "evidence.jsonl"
-    (copy / "evidence.jsonl").unlink()
     result = verify(copy, log_key=SIGNER.verifier)
-    assert (result.ok, result.file) == (False, "evidence.jsonl")
+    assert (result.ok, result.file, result.line) == (False, "evidence.jsonl", len(items) + 1)
+    write_lines(copy / "evidence.jsonl", items[:-1])
+    result = verify(copy, log_key=SIGNER.verifier)
+    assert (result.ok, result.file, result.line) == (False, "evidence.jsonl", len(items))
+    assert "ends before" in (result.failure or "")
 
 
 # --- a consistent log with a wrong decision: replay ------------------------------------
@@ -561,12 +372,20 @@ def test_replay_refuses_a_directory_not_signed_by_the_registry(built: Built,
 
 def test_replay_cannot_rerun_a_decision_whose_header_is_gone(built: Built,
                                                              copy: Path) -> None:
+    # The key holder drops a header from the evidence, rebinds the entry to the
+    # new line and re-signs: consistent as a tree, but not as a decision.
     items = lines(copy / "evidence.jsonl")
     k = _entry_line(copy, built.ids["countersigned"])
     doc = json.loads(items[k])
+    old_sha = hashlib.sha256(items[k].rstrip(b"\n")).hexdigest()
     doc["header"] = doc["signatures"] = None
-    items[k] = (json.dumps(doc) + "\n").encode()
+    items[k] = canonical_json(doc) + b"\n"
     write_lines(copy / "evidence.jsonl", items)
+    entries = lines(copy / "entries.jsonl")
+    entries[k] = entries[k].replace(old_sha.encode(),
+                                    hashlib.sha256(items[k][:-1]).hexdigest().encode())
+    write_lines(copy / "entries.jsonl", entries)
+    resign(copy, SIGNER)
     found = replay(copy)
     assert [m.seq for m in found] == [k]
     assert "no header in the evidence" in found[0].detail
@@ -664,7 +483,7 @@ def test_cli_verify_replay_report(built: Built, copy: Path, tmp_path: Path) -> N
     assert replayed.exit_code == 0 and "ok:" in replayed.output
     csv_out = runner.invoke(audit_group, ["report", str(built.export), "--format", "csv",
                                           "--decision", "refused"])
-    assert csv_out.exit_code == 0 and len(csv_out.output.splitlines()) == 10
+    assert csv_out.exit_code == 0 and len(csv_out.output.splitlines()) == 11
     js = runner.invoke(audit_group, ["report", str(built.export), "--format", "json",
                                      "--from", "2026-11-25"])
     assert js.exit_code == 0 and len(json.loads(js.output)["rows"]) == 1
@@ -735,14 +554,14 @@ def test_cli_export_fetches_directories_from_the_registry(built: Built,
         key_pub.write_text(public_key_text(built.w.registry.public) + "\n")
         key_file = tmp_path / "broker.signing.key"
         write_private_key(key_file, kind="signing", owner="broker", private=LOG_KEY.seed,
-                          public=LOG_KEY.public, passphrase=b"pass")
+                          public=LOG_KEY.public, passphrase=b"a passphrase for tests")
         db = str(built.log._engine.url.database)
         runner = CliRunner()
         args = ["audit", "export", str(tmp_path / "x"), "--log", db, "--registry", registry,
                 "--registry-key", str(key_pub)]
         done = runner.invoke(infoshare_main, [*args, "--token", _Registry.token, "--key-file",
                                               str(key_file), "--origin", ORIGIN],
-                             env={"INFOSHARE_PASSPHRASE": "pass"})
+                             env={"INFOSHARE_PASSPHRASE": "a passphrase for tests"})
         assert done.exit_code == 0, done.output
         assert verify(tmp_path / "x", log_key=SIGNER.verifier).ok
         refused = runner.invoke(infoshare_main, [*args, "--token", "wrong", "--log-key",

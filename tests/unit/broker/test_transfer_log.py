@@ -7,8 +7,6 @@ gives ``log_url`` another meaning. Times are injected; nothing waits.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import sqlite3
 import threading
@@ -18,11 +16,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from log_factories import UNREADABLE, draft, evidence, mid, sha
 
-from broker.transfer_log import ANY_USER, TransferLog, TransferLogError
+from broker.transfer_log import ANY_PUBLISHER, TransferLog, TransferLogError
 from keys import Checkpoint, NoteSigner, SigningKeyPair, open_checkpoint, verify_note
 from protocols import merkle
-from protocols.log_format import ENTRY_FIELDS, Entry, EntryDraft, EntryFormatError, Evidence
+from protocols.log_format import Entry, EntryFormatError, Evidence
 
 ORIGIN = "test.example/transfer-log"
 T0 = datetime(2026, 11, 24, 13, 50, 41, tzinfo=UTC)
@@ -30,36 +29,6 @@ KEY = SigningKeyPair.generate()
 SIGNER = NoteSigner(ORIGIN, KEY)
 
 OpenLog = Callable[..., TransferLog]
-
-
-def mid(i: int) -> str:
-    return f"{i:08x}-0000-4000-8000-{i:012x}"
-
-
-def sha(data: bytes | str) -> str:
-    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
-
-
-def draft(i: int, **overrides: Any) -> EntryDraft:
-    """A routed referral ``i``; any field can change."""
-    fields: dict[str, Any] = dict(
-        at="2026-11-24T13:50:41Z", message_id=mid(i), kind="referral", decision="routed",
-        reason=None, protocol="wy-iisp-2016", purpose="safeguarding-referral",
-        sender="west-yorkshire-police/police-safeguarding", recipient="leeds-cc/front-door",
-        in_reply_to=None, consent={"status": "not_sought", "ground": "child-significant-harm"},
-        subject_informed=False, data_categories=["concern", "identity"],
-        header_sha256=sha(f"header {i}"), payload_sha256=sha(f"payload {i}"),
-        registry_version=7)
-    fields.update(overrides)
-    return EntryDraft(**fields)
-
-
-def evidence(i: int, **overrides: Any) -> Evidence:
-    fields: dict[str, Any] = dict(
-        header=f'{{"header":{i}}}'.encode(), signatures=[{"key": "ab" * 16, "sig": "c2ln"}],
-        user_id="west-yorkshire-police.police-safeguarding", body_sha256=sha(f"body {i}"))
-    fields.update(overrides)
-    return Evidence(**fields)
 
 
 def append(log: TransferLog, first: int, count: int) -> list[Entry]:
@@ -89,87 +58,6 @@ def open_log(log_url: str) -> Iterator[OpenLog]:
 @pytest.fixture
 def log(open_log: OpenLog) -> TransferLog:
     return open_log()
-
-
-# --- entries as bytes ------------------------------------------------------------------
-
-
-def test_entry_bytes_are_compact_json_in_the_spec_order() -> None:
-    e = Entry.from_draft(draft(1), 5)
-    data = e.to_bytes()
-    assert b" " not in data and b"\n" not in data
-    assert list(json.loads(data)) == list(ENTRY_FIELDS)
-    assert data.startswith(b'{"seq":5,"at":"2026-11-24T13:50:41Z","message_id":"00000001-')
-    assert b'"consent":{"status":"not_sought","ground":"child-significant-harm"}' in data
-    assert Entry.from_bytes(data) == e
-    assert e.leaf_hash == merkle.leaf_hash(data)
-    assert e.time == T0
-
-
-def test_an_unreadable_body_has_null_fields() -> None:
-    e = Entry.from_draft(draft(
-        0, message_id=None, kind=None, decision="refused", reason="malformed", protocol=None,
-        purpose=None, sender=None, recipient=None, consent=None, subject_informed=None,
-        data_categories=None, payload_sha256=None), 0)
-    assert Entry.from_bytes(e.to_bytes()) == e
-
-
-def test_consent_given_in_another_key_order_is_normalised() -> None:
-    e = Entry.from_draft(draft(1, consent={"ground": None, "status": "given"}), 0)
-    assert b'"consent":{"status":"given","ground":null}' in e.to_bytes()
-
-
-def _edit(data: bytes, **changes: Any) -> bytes:
-    doc = json.loads(data)
-    doc.update(changes)
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
-CANONICAL = Entry.from_draft(draft(3), 3).to_bytes()
-
-
-@pytest.mark.parametrize("data", [
-    CANONICAL.replace(b",", b", ", 1),                              # whitespace
-    CANONICAL + b"\n",                                              # a trailing newline
-    CANONICAL.replace(b'"routed"', b'"\\u0072outed"'),              # an escape
-    CANONICAL.replace(b'"seq":3', b'"seq":3.0'),                    # a number spelled otherwise
-    CANONICAL.replace(b'"seq":3,', b'"seq":3,"seq":3,'),            # a duplicate key
-    json.dumps(dict(reversed(list(json.loads(CANONICAL).items())))).encode(),  # order
-    _edit(CANONICAL, extra=1),
-    _edit(CANONICAL, seq=True),
-    _edit(CANONICAL, seq=-1),
-    _edit(CANONICAL, at="2026-11-24T13:50:41.5Z"),
-    _edit(CANONICAL, at="2026-02-30T13:50:41Z"),
-    _edit(CANONICAL, message_id="not-a-uuid"),
-    _edit(CANONICAL, message_id=mid(0xabc).upper()),
-    _edit(CANONICAL, kind="gossip"),
-    _edit(CANONICAL, decision="maybe"),
-    _edit(CANONICAL, reason="stale"),                               # routed with a reason
-    _edit(CANONICAL, decision="refused"),                           # refused without one
-    _edit(CANONICAL, decision="refused", reason="no_such_code"),
-    _edit(CANONICAL, sender="Jane Example"),                        # never personal data
-    _edit(CANONICAL, sender="a/b/c"),
-    _edit(CANONICAL, consent={"status": "given"}),
-    _edit(CANONICAL, consent={"status": "maybe", "ground": None}),
-    _edit(CANONICAL, subject_informed="yes"),
-    _edit(CANONICAL, data_categories=["identity", "concern"]),      # not sorted
-    _edit(CANONICAL, data_categories=["concern", "concern"]),
-    _edit(CANONICAL, header_sha256="AB" * 32),
-    _edit(CANONICAL, payload_sha256="ab"),
-    _edit(CANONICAL, registry_version="7"),
-    _edit(CANONICAL, message_id=None),                              # routed without an id
-    b"[]", b"not json", "{\"seq\":\u00e9}".encode(), b"\xff",
-])
-def test_from_bytes_takes_only_the_one_canonical_form(data: bytes) -> None:
-    with pytest.raises(EntryFormatError):
-        Entry.from_bytes(data)
-
-
-def test_evidence_is_checked_on_construction() -> None:
-    with pytest.raises(EntryFormatError):
-        evidence(1, body_sha256="x")
-    with pytest.raises(EntryFormatError):
-        evidence(1, signatures=[{"key": "k"}])
 
 
 # --- appending -------------------------------------------------------------------------
@@ -246,17 +134,29 @@ def test_the_log_survives_reopening(open_log: OpenLog) -> None:
     assert append(again, 4, 1)[0].seq == 4
 
 
-def test_evidence_is_kept_beside_each_entry(log: TransferLog) -> None:
-    unreadable = Evidence(header=None, signatures=None, user_id=None, body_sha256=sha("x"))
+def test_evidence_lines_are_kept_exactly_and_bound_to_their_entries(log: TransferLog) -> None:
+    unreadable = Evidence(header=None, signatures=None, publisher=None, body_sha256=sha("x"))
     with log.batch() as b:
-        b.append(draft(0), evidence(0))
-        b.append(draft(1, message_id=None, kind=None, decision="refused", reason="too_large",
-                       protocol=None, purpose=None, sender=None, recipient=None, consent=None,
-                       subject_informed=None, data_categories=None, payload_sha256=None,
-                       header_sha256=sha("x")), unreadable)
+        routed = b.append(draft(0), evidence(0))
+        refused = b.append(draft(1, **{**UNREADABLE, "reason": "too_large"},
+                                 header_sha256=sha("x")), unreadable)
     assert log.evidence(0) == evidence(0)
     assert log.evidence(1) == unreadable
-    assert list(log.evidences()) == [(0, evidence(0)), (1, unreadable)]
+    lines = list(log.evidence_lines())
+    assert lines == [evidence(0).line(0), unreadable.line(1)]
+    assert [sha(x) for x in lines] == [routed.evidence_sha256, refused.evidence_sha256]
+    assert (routed.publisher, refused.publisher) == (evidence(0).publisher, None)
+    assert list(log.evidence_lines(1)) == lines[1:]
+
+
+def test_evidence_that_does_not_fit_its_draft_is_refused(log: TransferLog) -> None:
+    # A parsed header must come with its evidence; a check-1 refusal without.
+    no_header = Evidence(header=None, signatures=None, publisher=None, body_sha256=sha("x"))
+    with pytest.raises(EntryFormatError), log.batch() as b:
+        b.append(draft(0), no_header)
+    with pytest.raises(EntryFormatError), log.batch() as b:
+        b.append(draft(0, **UNREADABLE, header_sha256=sha("x")), evidence(0))
+    assert log.size() == 0
 
 
 # --- finding earlier entries -----------------------------------------------------------
@@ -286,7 +186,7 @@ def test_find_logged_needs_the_same_id_header_and_body(log: TransferLog) -> None
     user = "west-yorkshire-police.police-safeguarding"
     assert log.find_logged(mid(0), e.header_sha256, body) == e
     assert log.find_logged(mid(0), e.header_sha256, body, user) == e
-    assert log.find_logged(mid(0), e.header_sha256, body, ANY_USER) == e
+    assert log.find_logged(mid(0), e.header_sha256, body, ANY_PUBLISHER) == e
     assert log.find_logged(mid(0), e.header_sha256, sha("another body")) is None
     assert log.find_logged(mid(0), sha("another header"), body) is None
     assert log.find_logged(mid(1), e.header_sha256, body) is None
@@ -297,10 +197,7 @@ def test_find_logged_needs_the_same_id_header_and_body(log: TransferLog) -> None
 
 def test_find_logged_finds_unreadable_bodies_and_the_batch_its_own(log: TransferLog) -> None:
     body = sha(b"\xff not an envelope")
-    unreadable = draft(0, message_id=None, kind=None, decision="refused", reason="malformed",
-                       protocol=None, purpose=None, sender=None, recipient=None, consent=None,
-                       subject_informed=None, data_categories=None, payload_sha256=None,
-                       header_sha256=body)
+    unreadable = draft(0, **UNREADABLE, header_sha256=body)
     with log.batch() as b:
         assert b.find_logged(None, body, body, None) is None
         first = b.append(unreadable, Evidence(None, None, None, body))
@@ -459,13 +356,14 @@ def test_sqlite_runs_in_wal_with_full_sync_and_refuses_updates(log: TransferLog,
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         for statement in ("UPDATE entries SET body = x'00' WHERE seq = 0",
                           "DELETE FROM entries WHERE seq = 1",
-                          "UPDATE evidence SET user_id = 'x'",
+                          "UPDATE evidence SET publisher = 'x'",
+                          "UPDATE evidence SET line = x'00'",
                           "DELETE FROM checkpoints"):
             with pytest.raises(sqlite3.DatabaseError, match="append-only"):
                 raw.execute(statement)
     finally:
         raw.close()
-    assert log.size() == 2 and log.entry(0) == Entry.from_draft(draft(0), 0)
+    assert log.size() == 2 and log.entry(0) == Entry.with_evidence(draft(0), 0, evidence(0))[0]
     with log._engine.connect() as conn:  # the pragma is per connection
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
 
@@ -482,6 +380,16 @@ def test_sqlite_a_plain_path_is_a_file_and_memory_is_refused(tmp_path: Any) -> N
     assert not (tmp_path / "absent.db").exists()  # not created by looking
 
 
-def test_sqlite_entry_dataclass_fields_are_the_spec_fields() -> None:
-    assert tuple(f.name for f in dataclasses.fields(Entry)) == ENTRY_FIELDS
-    assert tuple(f.name for f in dataclasses.fields(EntryDraft)) == ENTRY_FIELDS[1:]
+def test_sqlite_a_log_of_the_format_before_the_amendments_is_refused_clearly(
+        tmp_path: Any) -> None:
+    path = tmp_path / "old.db"
+    raw = sqlite3.connect(path)
+    raw.executescript(
+        "CREATE TABLE evidence (seq INTEGER PRIMARY KEY, header BLOB, signatures TEXT,"
+        " user_id VARCHAR(255), body_sha256 VARCHAR(64) NOT NULL);"
+        "CREATE TABLE frontier (id INTEGER PRIMARY KEY, size BIGINT NOT NULL,"
+        " hashes BLOB NOT NULL);")
+    raw.close()
+    for signer in (SIGNER, None):
+        with pytest.raises(TransferLogError, match="before the wire spec amendments"):
+            TransferLog.open(str(path), signer=signer, origin=ORIGIN)

@@ -242,6 +242,14 @@ def test_build_refuses_an_oversized_record() -> None:
     assert e.value.reason == TOO_LARGE
 
 
+def test_build_refuses_a_header_over_16_kib_as_too_large() -> None:
+    # Enough categories of the longest name form to pass 16 KiB of header.
+    record = {f"{'c' * 34}{i:06d}": 1 for i in range(MAX_HEADER_BYTES // 40)}
+    with pytest.raises(EnvelopeRefused) as e:
+        referral(record=record)
+    assert e.value.reason == TOO_LARGE
+
+
 # --- the malformed table --------------------------------------------------------------
 
 HEADER_FIELDS = ["message_id", "kind", "protocol", "purpose", "sender", "recipient",

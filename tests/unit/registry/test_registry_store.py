@@ -18,19 +18,25 @@ from registry_testing import (
     START,
     FakeClock,
     StoreFactory,
-    encryption_public,
     flip_byte,
-    signing_public,
     with_version,
     wy_text,
 )
 from sqlalchemy import select, update
 
-from keys import SigningKeyPair, key_id
+from keys import PublicKeyFile, SigningKeyPair, key_id, new_keys
 from protocols.directory import DIRECTORY_CONTEXT, format_time, verify_directory
 from protocols.errors import DirectoryError
 from protocols.model import ProtocolStatus
-from registry.errors import Conflict, Invalid, NotFound, NotInitialised, RegistryError
+from registry.changes import KeyOwner
+from registry.errors import (
+    Conflict,
+    Invalid,
+    LastBrokerKey,
+    NotFound,
+    NotInitialised,
+    RegistryError,
+)
 from registry.store import Store, hash_secret
 from registry.tables import tokens, versions
 
@@ -44,9 +50,12 @@ def loaded(store: Store) -> Store:
 
 
 def _unit_key(store: Store, owner: str = LEEDS_FRONT, use: str = "signing") -> tuple[bytes, int]:
-    public = signing_public() if use == "signing" else encryption_public()
-    v = store.register_key("unit", owner, use, public, START, actor="test:admin")
-    return public, v
+    made = new_keys("unit", owner)
+    offered = {"signing": made.files["signing"]}
+    if use == "encryption":
+        offered["encryption"] = made.files["encryption"]
+    v = store.register_keys(KeyOwner("unit", owner), offered, START, actor="test:admin")
+    return made.files[use].public, v
 
 
 # --- set-up ---------------------------------------------------------------------------
@@ -198,61 +207,128 @@ def test_a_unit_with_a_valid_key_cannot_be_removed_until_it_is_revoked(loaded: S
 # --- keys and managers ----------------------------------------------------------------
 
 
-def test_register_unit_keys(loaded: Store) -> None:
-    sig, v1 = _unit_key(loaded, use="signing")
-    enc, v2 = _unit_key(loaded, use="encryption")
+def test_register_a_units_two_keys_from_their_files(loaded: Store) -> None:
+    made = new_keys("unit", LEEDS_FRONT)
+    v = loaded.register_keys(KeyOwner("unit", LEEDS_FRONT), made.files, START,
+                             START + timedelta(days=365), actor="test:admin")
     d = loaded.directory()
-    assert (v1, v2) == (2, 3)
-    k = d.unit_key(key_id(sig), LEEDS_FRONT, "signing")
-    assert k is not None and k.public == sig and k.valid_from == START
-    assert d.unit_key(key_id(enc), LEEDS_FRONT, "encryption") is not None
+    sig, enc = made.files["signing"], made.files["encryption"]
+    k = d.unit_key(sig.key_id, LEEDS_FRONT, "signing")
+    assert v == 2 and k is not None and k.public == made.signing.public
+    assert k.valid_from == START and k.valid_until == START + timedelta(days=365)
+    assert d.unit_key(enc.key_id, LEEDS_FRONT, "encryption") is not None
     assert loaded.history()[-1].detail == {
-        "key_id": key_id(enc), "holder": "unit", "owner": LEEDS_FRONT, "use": "encryption",
-        "valid_from": format_time(START)}
+        "holder": "unit", "owner": LEEDS_FRONT, "valid_from": format_time(START),
+        "valid_until": format_time(START + timedelta(days=365)),
+        "keys": [{"key_id": sig.key_id, "use": "signing"},
+                 {"key_id": enc.key_id, "use": "encryption"}]}
 
 
-def test_register_key_refuses(loaded: Store) -> None:
-    public, _ = _unit_key(loaded)
-    cases: list[tuple[dict[str, object], type[Exception]]] = [
-        ({"owner": "leeds-cc/nobody"}, NotFound),
-        ({"public": public}, Conflict),
-        ({"public": b"short"}, Invalid),
-        ({"owner": "leeds-cc"}, Invalid),
-        ({"valid_until": START - timedelta(seconds=1)}, Invalid),
-        ({"manager": "m-1"}, Invalid),
-        ({"holder": "robot"}, Invalid),
-        ({"use": "both"}, Invalid),
-        ({"holder": "broker"}, Invalid),
-        ({"holder": "manager", "owner": "leeds-cc", "manager": "m-404"}, NotFound),
-        ({"holder": "manager", "owner": "leeds-cc"}, Invalid),
+def test_an_encryption_key_alone_needs_its_units_signing_key_registered(loaded: Store) -> None:
+    made = new_keys("unit", LEEDS_FRONT)
+    owner = KeyOwner("unit", LEEDS_FRONT)
+    with pytest.raises(Invalid) as refused:
+        loaded.register_keys(owner, {"encryption": made.files["encryption"]}, START,
+                             actor="test:admin")
+    assert refused.value.code == "proof_key_not_registered"
+    loaded.register_keys(owner, {"signing": made.files["signing"]}, START, actor="test:admin")
+    loaded.register_keys(owner, {"encryption": made.files["encryption"]}, START,
+                         actor="test:admin")
+    assert loaded.directory().current_key(LEEDS_FRONT, "encryption", START) is not None
+
+
+def _forged(f: PublicKeyFile, **change: object) -> PublicKeyFile:
+    return replace(f, **change)  # type: ignore[arg-type]
+
+
+def test_key_files_for_another_unit_use_or_without_proof_are_refused(loaded: Store) -> None:
+    owner = KeyOwner("unit", LEEDS_FRONT)
+    mine = new_keys("unit", LEEDS_FRONT)
+    other = new_keys("unit", "leeds-cc/early-help")
+    sig, enc = mine.files["signing"], mine.files["encryption"]
+    cases: list[tuple[dict[str, PublicKeyFile], str]] = [
+        (other.files, "wrong_owner"),
+        ({"signing": other.files["signing"]}, "wrong_owner"),
+        ({"signing": enc, "encryption": sig}, "wrong_use"),
+        ({"signing": _forged(sig, owner="leeds-cc/early-help")}, "wrong_owner"),
+        ({"signing": _forged(sig, proof_sig=flip_byte(sig.proof_sig, 5))}, "bad_proof"),
+        # A copy of someone's public key claimed as one's own: the proof does not verify.
+        ({"signing": _forged(other.files["signing"], owner=LEEDS_FRONT)}, "bad_proof"),
+        ({"signing": sig, "encryption": _forged(enc, proof_sig=flip_byte(enc.proof_sig, 0))},
+         "bad_proof"),
+        ({"signing": sig, "encryption": other.files["encryption"]}, "wrong_owner"),
+        ({"signing": sig, "encryption": _forged(other.files["encryption"], owner=LEEDS_FRONT)},
+         "proof_key_not_registered"),
     ]
-    for change, error in cases:
-        args: dict[str, object] = {"holder": "unit", "owner": LEEDS_FRONT, "use": "signing",
-                                   "public": signing_public(), "valid_from": START,
-                                   "valid_until": None, "manager": None}
-        args.update(change)
-        with pytest.raises(error):
-            loaded.register_key(actor="test:admin", **args)  # type: ignore[arg-type]
+    for offered, code in cases:
+        with pytest.raises(Invalid) as refused:
+            loaded.register_keys(owner, offered, START, actor="test:admin")
+        assert refused.value.code == code, (offered, refused.value)
+        assert refused.value.fields, "a sentence saying what to change"
+    assert loaded.latest_version() == 1
+
+
+def test_register_keys_refuses(loaded: Store) -> None:
+    made = new_keys("unit", LEEDS_FRONT)
+    loaded.register_keys(KeyOwner("unit", LEEDS_FRONT), made.files, START, actor="test:admin")
+    nobody = new_keys("unit", "leeds-cc/nobody")
+    with pytest.raises(NotFound):
+        loaded.register_keys(KeyOwner("unit", "leeds-cc/nobody"), nobody.files, START,
+                             actor="test:admin")
+    with pytest.raises(Conflict):
+        loaded.register_keys(KeyOwner("unit", LEEDS_FRONT), made.files, START,
+                             actor="test:admin")
+    fresh = new_keys("unit", LEEDS_FRONT)
+    with pytest.raises(Invalid):
+        loaded.register_keys(KeyOwner("unit", LEEDS_FRONT), fresh.files, START,
+                             START - timedelta(seconds=1), actor="test:admin")
+    with pytest.raises(Invalid):
+        loaded.register_keys(KeyOwner("unit", LEEDS_FRONT), {}, START, actor="test:admin")
     assert loaded.latest_version() == 2
 
 
 def test_manager_and_broker_keys(loaded: Store) -> None:
     loaded.register_manager("lcc-hos-01", "leeds-cc", "Head of Service", actor="test:admin")
-    public = signing_public()
-    with pytest.raises(Invalid):
-        loaded.register_key("manager", "leeds-cc", "encryption", encryption_public(), START,
-                            manager="lcc-hos-01", actor="test:admin")
-    with pytest.raises(NotFound):  # the manager belongs to Leeds, not Bradford
-        loaded.register_key("manager", "bradford-mdc", "signing", public, START,
-                            manager="lcc-hos-01", actor="test:admin")
-    loaded.register_key("manager", "leeds-cc", "signing", public, START, manager="lcc-hos-01",
-                        actor="test:admin")
-    broker = signing_public()
-    loaded.register_key("broker", "broker", "signing", broker, START, actor="test:admin")
+    manager = new_keys("manager", "leeds-cc", "lcc-hos-01")
+    expected = loaded.manager_keys("lcc-hos-01")
+    assert expected == KeyOwner("manager", "leeds-cc", "lcc-hos-01")
+    with pytest.raises(NotFound):
+        loaded.manager_keys("m-404")
+    unit_keys = new_keys("unit", LEEDS_FRONT)
+    with pytest.raises(Invalid):  # a unit's encryption key offered for a manager
+        loaded.register_keys(expected, {"encryption": unit_keys.files["encryption"]}, START,
+                             actor="test:admin")
+    bradford = new_keys("manager", "bradford-mdc", "lcc-hos-01")
+    with pytest.raises(Invalid) as refused:  # the manager belongs to Leeds, not Bradford
+        loaded.register_keys(expected, bradford.files, START, actor="test:admin")
+    assert refused.value.code == "wrong_owner"
+    loaded.register_keys(expected, manager.files, START, actor="test:admin")
+    broker = new_keys("broker", "broker")
+    with pytest.raises(Invalid) as refused:
+        loaded.register_keys(KeyOwner("broker", "broker"), manager.files, START,
+                             actor="test:admin")
+    assert refused.value.code == "wrong_owner"
+    loaded.register_keys(KeyOwner("broker", "broker"), broker.files, START, actor="test:admin")
     d = loaded.directory()
-    assert d.manager_key(key_id(public), "leeds-cc") is not None
-    assert d.current_key("broker", "signing", START, holder="broker").public == broker  # type: ignore[union-attr]
+    assert d.manager_key(manager.files["signing"].key_id, "leeds-cc") is not None
+    assert d.current_key("broker", "signing", START, holder="broker").public == \
+        broker.signing.public  # type: ignore[union-attr]
     assert [m.id for m in d.managers] == ["lcc-hos-01"]
+
+
+def test_the_last_valid_broker_key_needs_a_second_confirmation(loaded: Store,
+                                                               clock: FakeClock) -> None:
+    broker = KeyOwner("broker", "broker")
+    first, second = new_keys("broker", "broker"), new_keys("broker", "broker")
+    loaded.register_keys(broker, first.files, START, actor="test:admin")
+    loaded.register_keys(broker, second.files, START, actor="test:admin")
+    loaded.revoke_key(first.files["signing"].key_id, "rotated", actor="test:admin")
+    with pytest.raises(LastBrokerKey):
+        loaded.revoke_key(second.files["signing"].key_id, "stopping", actor="test:admin")
+    loaded.revoke_key(second.files["signing"].key_id, "stopping", actor="test:admin",
+                      last_broker_key=True)
+    assert loaded.directory().current_key("broker", "signing", clock.now,
+                                          holder="broker") is None
 
 
 def test_register_manager_refuses(loaded: Store) -> None:
@@ -462,6 +538,16 @@ def test_tokens_are_stored_hashed_and_shown_once(store: Store) -> None:
     assert store.authenticate(secret) == info
     assert store.authenticate(secret + "x") is None
     assert store.authenticate("") is None
+
+
+def test_the_last_active_admin_token_cannot_be_revoked(store: Store) -> None:
+    first, _ = store.create_token("admin", "first", actor="test:admin")
+    with pytest.raises(Conflict):
+        store.revoke_token(first, actor="test:admin")
+    second, _ = store.create_token("admin", "second", actor="test:admin")
+    store.revoke_token(first, actor="test:admin")
+    with pytest.raises(Conflict):
+        store.revoke_token(second, actor="test:admin")
 
 
 def test_a_revoked_token_no_longer_authenticates(store: Store) -> None:
