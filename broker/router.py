@@ -69,7 +69,7 @@ import pika.spec
 
 from broker.transfer_log import LogBatch, LogUnavailable, TransferLog
 from keys import SigningKeyPair
-from protocols.amqp import DELIVER, ingress_name
+from protocols.amqp import DELIVER, INGRESS, ingress_name
 from protocols.envelope import (
     EnvelopeRefused,
     Notice,
@@ -266,7 +266,9 @@ class Router:
             self._consume_new_queues()
 
     def _wanted_queues(self) -> list[str]:
-        return sorted(ingress_name(u.address) for u in self._directory.current.units())
+        """``infoshare.ingress`` (what no unit's queue takes) and every unit's own."""
+        return [INGRESS, *sorted(ingress_name(u.address)
+                                 for u in self._directory.current.units())]
 
     def _consume_new_queues(self) -> None:
         """Consume the ingress queues of units added to the directory since the connection

@@ -2,8 +2,11 @@
 
 :func:`provision` makes one virtual host match a :class:`~protocols.model.Directory`:
 
-- exchanges ``infoshare.submit`` (topic), ``infoshare.deliver`` (direct) and
-  ``infoshare.dead`` (fanout), all durable;
+- exchanges ``infoshare.submit`` (topic, whose alternate exchange is
+  ``infoshare.unrouted``), ``infoshare.unrouted`` (fanout, internal),
+  ``infoshare.deliver`` (direct) and ``infoshare.dead`` (fanout), all durable;
+- the quorum queue ``infoshare.ingress``, bound to unrouted: what no unit's
+  queue takes (a user that is no unit's) still reaches the router;
 - per unit, two quorum queues: ``infoshare.ingress.org.unit``, bound to
   submit with the unit's address, and ``infoshare.inbox.org.unit``, bound to
   deliver with the unit's address; each has a delivery limit and
@@ -96,6 +99,7 @@ __all__ = [
     "INGRESS_MAX_LENGTH",
     "INGRESS_PREFIX",
     "SUBMIT",
+    "UNROUTED",
     "VHOST",
     "Credentials",
     "ManagementAPI",
@@ -112,6 +116,10 @@ __all__ = [
 log = logging.getLogger("infoshare.topology")
 
 BROKER_USER = "infoshare-broker"
+#: Where submit sends what no unit's queue takes: anything published by a user that is
+#: no unit's (units can use only their own address). It feeds ``infoshare.ingress``, so
+#: that every publish RabbitMQ accepts still reaches the router and is decided.
+UNROUTED = "infoshare.unrouted"
 DEAD = "infoshare.dead"
 DEAD_LETTER = "infoshare.dead-letter"
 #: Deliveries of one inbox message before it is dead-lettered: enough for a
@@ -168,8 +176,8 @@ def unit_topic_permissions(address: str) -> dict[str, str]:
 
 
 def broker_permissions() -> dict[str, str]:
-    # Every unit's ingress queue: infoshare.ingress.org.unit.
-    ingress = _exactly(INGRESS_PREFIX)[:-1] + r"[a-z0-9-]+\.[a-z0-9-]+$"
+    # infoshare.ingress and every unit's ingress queue, infoshare.ingress.org.unit.
+    ingress = _exactly(INGRESS)[:-1] + r"(\.[a-z0-9-]+\.[a-z0-9-]+)?$"
     return _permissions(_exactly(DELIVER), ingress)
 
 
@@ -429,11 +437,13 @@ def provision(management_url: str, admin_user: str, admin_password: str,
         raise TopologyError(f"broker user {broker_user} is also a unit's user")
     wanted_users[broker_user] = broker_permissions()
     wanted_queues = {
+        INGRESS: _quorum_arguments(dead_letter=True, ingress=True),
         DEAD_LETTER: _quorum_arguments(dead_letter=False),
         **{ingress_name(a): _quorum_arguments(dead_letter=True, ingress=True) for a in units},
         **{inbox_name(a): _quorum_arguments(dead_letter=True) for a in units},
     }
     wanted_bindings = {
+        _Binding(UNROUTED, INGRESS, ""),
         _Binding(DEAD, DEAD_LETTER, ""),
         *(_Binding(SUBMIT, ingress_name(a), a) for a in units),
         *(_Binding(DELIVER, inbox_name(a), a) for a in units),
@@ -441,7 +451,11 @@ def provision(management_url: str, admin_user: str, admin_password: str,
     wanted_topics = {amqp_user(a): unit_topic_permissions(a) for a in units}
 
     _ensure_vhost(api, vhost, changes)
-    for name, kind in ((SUBMIT, "topic"), (DELIVER, "direct"), (DEAD, "fanout")):
+    # The alternate exchange first: submit names it.
+    _ensure_exchange(api, vhost, UNROUTED, "fanout", changes, internal=True)
+    _ensure_exchange(api, vhost, SUBMIT, "topic", changes,
+                     arguments={"alternate-exchange": UNROUTED})
+    for name, kind in ((DELIVER, "direct"), (DEAD, "fanout")):
         _ensure_exchange(api, vhost, name, kind, changes)
     for name, args in wanted_queues.items():
         _ensure_queue(api, vhost, name, args, changes)
@@ -465,9 +479,10 @@ def _ensure_vhost(api: ManagementAPI, vhost: str, changes: _Changes) -> None:
 
 
 def _ensure_exchange(api: ManagementAPI, vhost: str, name: str, kind: str,
-                     changes: _Changes) -> None:
-    wanted = {"type": kind, "durable": True, "auto_delete": False, "internal": False,
-              "arguments": {}}
+                     changes: _Changes, *, internal: bool = False,
+                     arguments: dict[str, Any] | None = None) -> None:
+    wanted = {"type": kind, "durable": True, "auto_delete": False, "internal": internal,
+              "arguments": arguments or {}}
     path = _path("exchanges", vhost, name)
     found = api.get(path)
     if found is None:

@@ -49,6 +49,7 @@ from keys import (
     SigningKeyPair,
     b64decode,
     b64encode,
+    new_keys,
     write_private_key,
     write_public_key,
 )
@@ -56,6 +57,7 @@ from protocols.amqp import amqp_url_for, ingress_name
 from protocols.envelope import EnvelopeRefused, parse_envelope
 from protocols.model import amqp_user
 from registry.app import create_app
+from registry.changes import KeyOwner
 from registry.client import RegistryClient
 from registry.datadir import create_data_dir
 from registry.store import Store
@@ -113,17 +115,17 @@ class RegistryServer:
         self.store = Store(data_dir.database_url, signing_key=signing)
         self.store.initialise(actor="faults")
         self.store.load_protocol(WY.read_text(encoding="utf-8"), actor="faults")
-        self.broker_key = SigningKeyPair.generate()
-        self.store.register_key("broker", "broker", "signing", self.broker_key.public, now,
-                                actor="faults")
+        broker = new_keys("broker", "broker")
+        self.broker_key = broker.signing
+        self.store.register_keys(KeyOwner("broker", "broker"), broker.files, now,
+                                 actor="faults")
         self.units: dict[str, UnitKeys] = {}
         for address in UNITS:
-            keys = UnitKeys(SigningKeyPair.generate(), EncryptionKeyPair.generate())
-            self.store.register_key("unit", address, "signing", keys.signing.public, now,
-                                    actor="faults")
-            self.store.register_key("unit", address, "encryption", keys.encryption.public, now,
-                                    actor="faults")
-            self.units[address] = keys
+            made = new_keys("unit", address)
+            assert made.encryption is not None
+            self.store.register_keys(KeyOwner("unit", address), made.files, now,
+                                     actor="faults")
+            self.units[address] = UnitKeys(made.signing, made.encryption)
         self.agency_token = self.store.create_token("agency", "faults", actor="faults")[1]
         self.auditor_token = self.store.create_token("auditor", "faults", actor="faults")[1]
         self._app = create_app({"REGISTRY_STORE": self.store,

@@ -24,6 +24,7 @@ from broker.topology import (
     INGRESS_DELIVERY_LIMIT,
     INGRESS_MAX_LENGTH,
     SUBMIT,
+    UNROUTED,
     Credentials,
     ManagementAPI,
     ProvisionReport,
@@ -112,34 +113,39 @@ def test_first_run_creates_every_object(provisioned: Provisioned) -> None:
     created = set(provisioned.report.created)
     units = [u.address for u in provisioned.directory.units()]
     assert len(units) == 35
-    assert {f"vhost {VHOST}", f"exchange {SUBMIT}", f"exchange {DELIVER}", f"exchange {DEAD}",
+    assert {f"vhost {VHOST}", f"exchange {SUBMIT}", f"exchange {UNROUTED}",
+            f"exchange {DELIVER}", f"exchange {DEAD}", f"queue {INGRESS}",
             f"queue {DEAD_LETTER}", f"user {BROKER}"} <= created
-    assert f"queue {INGRESS}" not in created  # one ingress queue per unit instead
     for a in units:
         assert {f"queue {ingress_name(a)}", f"queue {inbox_name(a)}", f"user {amqp_user(a)}",
                 f"permissions {amqp_user(a)}", f"topic permissions {amqp_user(a)}"} <= created
     assert not provisioned.report.updated and not provisioned.report.removed
 
 
-@pytest.mark.parametrize(("name", "kind"), [(SUBMIT, "topic"), (DELIVER, "direct"),
-                                            (DEAD, "fanout")])
+@pytest.mark.parametrize(("name", "kind", "internal", "arguments"), [
+    (SUBMIT, "topic", False, {"alternate-exchange": UNROUTED}),
+    (UNROUTED, "fanout", True, {}),
+    (DELIVER, "direct", False, {}),
+    (DEAD, "fanout", False, {})])
 def test_exchanges(management: ManagementAPI, provisioned: Provisioned, name: str,
-                   kind: str) -> None:
+                   kind: str, internal: bool, arguments: dict[str, str]) -> None:
     found = _api(management, "exchanges", VHOST, name)
     assert isinstance(found, dict)
-    assert (found["type"], found["durable"], found["auto_delete"], found["internal"]) == (
-        kind, True, False, False)
+    assert (found["type"], found["durable"], found["auto_delete"], found["internal"],
+            found["arguments"]) == (kind, True, False, internal, arguments)
 
 
 def test_queues_are_quorum_with_delivery_limit_and_dead_lettering(
         management: ManagementAPI, provisioned: Provisioned) -> None:
+    wanted = [(INGRESS, INGRESS_QUORUM)]
     for unit in provisioned.directory.units():
-        for name, arguments in ((ingress_name(unit.address), INGRESS_QUORUM),
-                                (inbox_name(unit.address), QUORUM)):
-            found = _api(management, "queues", VHOST, name)
-            assert isinstance(found, dict), name
-            assert found["type"] == "quorum" and found["durable"] is True
-            assert found["arguments"] == arguments, name
+        wanted += [(ingress_name(unit.address), INGRESS_QUORUM),
+                   (inbox_name(unit.address), QUORUM)]
+    for name, arguments in wanted:
+        found = _api(management, "queues", VHOST, name)
+        assert isinstance(found, dict), name
+        assert found["type"] == "quorum" and found["durable"] is True
+        assert found["arguments"] == arguments, name
     dead = _api(management, "queues", VHOST, DEAD_LETTER)
     assert isinstance(dead, dict)
     assert dead["arguments"] == {"x-queue-type": "quorum"}
@@ -153,6 +159,7 @@ def test_bindings(management: ManagementAPI, provisioned: Provisioned) -> None:
 
     assert bindings(SUBMIT) == {(ingress_name(u.address), u.address)
                                 for u in provisioned.directory.units()}
+    assert bindings(UNROUTED) == {(INGRESS, "")}
     assert bindings(DEAD) == {(DEAD_LETTER, "")}
     assert bindings(DELIVER) == {(inbox_name(u.address), u.address)
                                  for u in provisioned.directory.units()}
@@ -170,7 +177,7 @@ def test_permissions_are_exactly_the_wire_spec(management: ManagementAPI,
     broker = _api(management, "permissions", VHOST, BROKER)
     assert isinstance(broker, dict)
     assert (broker["configure"], broker["write"], broker["read"]) == (
-        "^$", r"^infoshare\.deliver$", r"^infoshare\.ingress\.[a-z0-9-]+\.[a-z0-9-]+$")
+        "^$", r"^infoshare\.deliver$", r"^infoshare\.ingress(\.[a-z0-9-]+\.[a-z0-9-]+)?$")
     assert _api(management, "topic-permissions", VHOST, BROKER) in (None, [])  # none at all
     user = _api(management, "users", "leeds-cc.front-door")
     assert isinstance(user, dict)
@@ -398,6 +405,28 @@ def test_a_unit_publishes_only_with_its_own_address(provisioned: Provisioned,
         user_id=amqp_user(DOOR), delivery_mode=2), mandatory=True))
 
 
+def test_what_no_units_queue_takes_reaches_the_shared_ingress_queue(
+        management: ManagementAPI, provisioned: Provisioned, connect: Connect) -> None:
+    # A user that is no unit's (an operator's mistake) may still write to submit: what
+    # it publishes reaches the router through infoshare.ingress, to be refused and logged.
+    stray = "stray-operator-user"
+    management.put(f"/api/users/{stray}", {"password": "stray-pass-1234", "tags": ""})
+    try:
+        management.put(f"/api/permissions/{VHOST}/{stray}",
+                       {"configure": "^$", "write": "^infoshare\\.submit$", "read": "^$"})
+        ch = _confirming(connect(stray, "stray-pass-1234", VHOST).channel())
+        ch.basic_publish(SUBMIT, "anything", b"{}", pika.BasicProperties(
+            user_id=stray, delivery_mode=2), mandatory=True)
+        method, props, _ = _login(connect, provisioned, BROKER).basic_get(INGRESS,
+                                                                           auto_ack=True)
+        assert method is not None and props.user_id == stray
+        report = provision(management.base_url, "guest", "guest", provisioned.directory,
+                           provisioned.credentials, vhost=VHOST)
+        assert report.kept == (f"permissions {stray} (not managed by infoshare)",)
+    finally:
+        management.delete(f"/api/users/{stray}")
+
+
 def test_a_full_ingress_queue_refuses_that_unit_alone(
         management: ManagementAPI, connect: Connect,
         vhost_factory: Callable[[str], Credentials]) -> None:
@@ -446,7 +475,7 @@ def test_a_unit_cannot_consume_another_units_inbox(provisioned: Provisioned,
 
 def test_a_unit_cannot_read_ingress_or_the_dead_letters(provisioned: Provisioned,
                                                         connect: Connect) -> None:
-    for queue in (ingress_name(DOOR), ingress_name(POLICE), DEAD_LETTER):
+    for queue in (INGRESS, ingress_name(DOOR), ingress_name(POLICE), DEAD_LETTER):
         door = _login(connect, provisioned, DOOR)
         _refused(403, lambda ch=door, q=queue: ch.basic_get(q))
 
