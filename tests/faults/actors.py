@@ -148,6 +148,7 @@ class Publisher:
             params.heartbeat = 10
             params.connection_attempts = 1
             params.socket_timeout = 5
+            self.pump_scheduled = False  # a timer of the last connection died with it
             self.conn = pika.SelectConnection(params, on_open_callback=self._on_open,
                                               on_open_error_callback=self._on_open_error,
                                               on_close_callback=self._on_closed)

@@ -389,7 +389,7 @@ class Scenario:
 
     def entries(self) -> list[dict[str, Any]]:
         """Every committed entry of the log (read without the routers' lock)."""
-        engine = sa.create_engine(self.log_url.replace("postgresql://", "postgresql+psycopg://"))
+        engine = sa.create_engine(self.log_url)
         try:
             with engine.connect() as conn:
                 if not sa.inspect(conn).has_table("entries"):
@@ -402,7 +402,16 @@ class Scenario:
         return [json.loads(bytes(r[0])) for r in rows]
 
     def log_size(self) -> int:
-        return len(self.entries())
+        engine = sa.create_engine(self.log_url)
+        try:
+            with engine.connect() as conn:
+                if not sa.inspect(conn).has_table("entries"):
+                    return 0
+                return int(conn.execute(sa.text("SELECT count(*) FROM entries")).scalar_one())
+        except sa.exc.OperationalError:
+            return 0  # the database is away just now
+        finally:
+            engine.dispose()
 
     def history(self) -> History:
         units = {name: path for name, path in self.sender_journals.items()}
@@ -422,10 +431,10 @@ class Scenario:
                    if k not in h.processed and k not in refused and k not in set_aside]
         return not waiting and set(h.processed) <= receipts
 
-    def wait_settled(self, timeout: float = 180,
-                     set_aside: frozenset[str] = frozenset()) -> float:
+    def wait_settled(self, timeout: float = 180, set_aside: frozenset[str] = frozenset(),
+                     interval: float = 0.25) -> float:
         return wait_for(f"{self.name}: everything confirmed processed or refused",
-                        lambda: self.settled(set_aside), timeout, interval=0.25)
+                        lambda: self.settled(set_aside), timeout, interval=interval)
 
     def wait_log_grows(self, by: int = 1, timeout: float = 60) -> None:
         start = self.log_size()
@@ -490,15 +499,15 @@ class Scenario:
         wait_for(f"{self.name}: quiet", quiet, timeout, interval=0.25)
 
     def finish(self, *, settle_timeout: float = 180,
-               set_aside: frozenset[str] = frozenset(), quiet: float | None = None
-               ) -> Outcome:
+               set_aside: frozenset[str] = frozenset(), quiet: float | None = None,
+               interval: float = 0.25) -> Outcome:
         """Wait until everything settled (``set_aside``: keys expected to be dead-lettered;
         ``quiet``: or until nothing changed for that long), stop every process, check."""
         with contextlib.suppress(AssertionError):
             if quiet is not None:
                 self.wait_quiet(quiet, settle_timeout)
             else:
-                self.wait_settled(settle_timeout, set_aside)
+                self.wait_settled(settle_timeout, set_aside, interval)
         self.measure_recoveries()
         for p in [*self.senders.values(), *self.recipients.values(), *self.routers]:
             p.stop()
