@@ -94,7 +94,7 @@ FAULT_ENV = "INFOSHARE_ROUTER_FAULT"
 #: Longest wait between two attempts to reach RabbitMQ or the log.
 RECONNECT_MAX = 1.0
 RECONNECT_FIRST = 0.1
-#: Seconds before the router asks again whether the same missing ingress queues exist.
+#: Longest wait before the router asks again whether missing ingress queues exist.
 PROBE_AGAIN = 60.0
 #: Seconds a publish may wait for its confirm before the router reconnects.
 CONFIRM_TIMEOUT = 15.0
@@ -201,7 +201,7 @@ class Router:
         self._consumers: dict[str, str] = {}  # ingress queue -> consumer tag
         self._queues: list[str] = []  # the ingress queues found at connection time
         self._current: pika.ConnectionParameters | None = None
-        self._last_probe: tuple[frozenset[str], float] = (frozenset(), 0.0)
+        self._last_probe: tuple[frozenset[str], float, float] = (frozenset(), 0.0, 1.0)
         self._ticks = 0
         self._held: list[_Inbound] = []  # taken while the log was away; tried again
         self._retry_scheduled = False
@@ -276,14 +276,18 @@ class Router:
         conn, params = self._connection, self._current
         if conn is None or params is None or not self.ready.is_set():
             return
-        new = [q for q in self._wanted_queues() if q not in self._queues]
-        probe = (frozenset(new), time.monotonic())
-        if not new or (probe[0] == self._last_probe[0]
-                       and probe[1] - self._last_probe[1] < PROBE_AGAIN):
-            return  # asked already; provisioning may follow the directory later
-        self._last_probe = probe
+        new = frozenset(q for q in self._wanted_queues() if q not in self._queues)
+        now = time.monotonic()
+        missing, asked, wait = self._last_probe
+        if new == missing and now - asked < wait:
+            return  # asked lately; provisioning often follows the directory by a while
+        # The same queues still missing are asked about less and less often.
+        wait = min(wait * 2, PROBE_AGAIN) if new == missing else 1.0
+        self._last_probe = (new, now, wait)
+        if not new:
+            return
         try:
-            found = _existing_queues(params, new)
+            found = _existing_queues(params, sorted(new))
         except (pika.exceptions.AMQPError, OSError):
             return  # the next refresh looks again
         if found:

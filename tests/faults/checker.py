@@ -105,9 +105,10 @@ def _each(journals: dict[str, Path]) -> Iterable[tuple[str, Path]]:
 
 
 def _lines(path: Path) -> Iterable[list[str]]:
-    for line in path.read_text(encoding="ascii").splitlines():
+    # A kill can leave the last line unfinished, without its newline: it is not a line.
+    for line in path.read_text(encoding="ascii").split("\n")[:-1]:
         words = line.split()
-        if words:  # a kill can leave a line unfinished; it has no newline yet
+        if words:
             yield words
 
 
