@@ -27,8 +27,9 @@ from pathlib import Path
 
 import pytest
 import trustme
+from private_nodes import private_node
 
-from broker.node import NodeConfig, NodeError, RabbitNode
+from broker.node import RabbitNode
 from broker.postgres import PostgresError, PostgresInstance
 
 _MUST_RUN_IN_CI = ("integration", "postgres", "faults")
@@ -58,18 +59,8 @@ def pytest_runtest_makereport(
 
 @pytest.fixture(scope="session")
 def rabbit_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
-    data_dir = tmp_path_factory.mktemp("rabbit")
-    # Node names are machine-wide (epmd): include the pid so two sessions can run at once.
-    node = RabbitNode(NodeConfig.in_directory(data_dir, name=f"infoshare-test-{os.getpid()}"))
-    try:
-        node.start()
-    except NodeError as e:
-        pytest.fail(f"could not start a private RabbitMQ node:\n{e}", pytrace=False)
-    try:
+    with private_node(tmp_path_factory, "infoshare-test") as node:
         yield node
-    finally:
-        node.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,13 @@ unexpected and the time to recover.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
 from harness import Outcome, RegistryServer
+from private_nodes import private_node
 
-from broker.node import NodeConfig, NodeError, RabbitNode
+from broker.node import RabbitNode
 from broker.topology import Credentials
 
 _OUTCOMES: list[Outcome] = []
@@ -23,17 +22,8 @@ _OUTCOMES: list[Outcome] = []
 
 @pytest.fixture(scope="session")
 def faults_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
-    data_dir = tmp_path_factory.mktemp("faults-rabbit")
-    node = RabbitNode(NodeConfig.in_directory(data_dir, name=f"infoshare-faults-{os.getpid()}"))
-    try:
-        node.start()
-    except NodeError as e:
-        pytest.fail(f"could not start a private RabbitMQ node:\n{e}", pytrace=False)
-    try:
+    with private_node(tmp_path_factory, "infoshare-faults") as node:
         yield node
-    finally:
-        node.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

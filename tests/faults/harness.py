@@ -380,6 +380,16 @@ class Scenario:
         for unit in RECIPIENTS:
             self.start_recipient(unit)
 
+    def start_flow(self, messages: int, *, rate: float, routers: int = 1) -> list[Router]:
+        """The usual cast: ``routers`` routers, both recipients, and every sender sending
+        its share of ``messages`` at ``rate`` a second. Returns the routers."""
+        started = [self.start_router() for _ in range(routers)]
+        self.start_recipients()
+        for i, unit in enumerate(SENDERS):
+            share = messages // len(SENDERS) + (1 if i < messages % len(SENDERS) else 0)
+            self.start_sender(unit, share, rate=rate)
+        return started
+
     # --- observing --------------------------------------------------------------------
 
     def open_log(self) -> TransferLog:

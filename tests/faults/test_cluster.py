@@ -23,7 +23,6 @@ from pathlib import Path
 import pika
 import pytest
 from harness import (
-    SENDERS,
     Fault,
     Outcome,
     RegistryServer,
@@ -157,11 +156,7 @@ def test_a_node_killed_while_messages_flow(
     victim = cluster[0]  # where provisioning put every quorum queue's leader
     with scenario("cluster-node-kill", tmp_path, fault_registry, cluster,
                   fault_credentials) as s:
-        s.start_router()
-        s.start_router()
-        s.start_recipients()
-        for unit in SENDERS:
-            s.start_sender(unit, SCENARIO_MESSAGES // len(SENDERS), rate=25)
+        s.start_flow(SCENARIO_MESSAGES, rate=25, routers=2)
         s.wait_log_grows(by=150)
         _assert_replicated(s.management, s.vhost, cluster)
         _kill_9(victim)
@@ -184,11 +179,7 @@ def test_a_node_paused_for_thirty_seconds(
     victim = cluster[1]
     with scenario("cluster-node-pause", tmp_path, fault_registry, cluster,
                   fault_credentials) as s:
-        s.start_router()
-        s.start_router()
-        s.start_recipients()
-        for unit in SENDERS:
-            s.start_sender(unit, SCENARIO_MESSAGES // len(SENDERS), rate=20)
+        s.start_flow(SCENARIO_MESSAGES, rate=20, routers=2)
         s.wait_log_grows(by=150)
         pid = victim.pid()
         assert pid is not None
@@ -254,11 +245,7 @@ def test_a_node_cut_off_from_the_others_and_its_clients(
     victim = 2
     with scenario("cluster-partition", tmp_path, fault_registry, cluster,
                   fault_credentials) as s:
-        s.start_router()
-        s.start_router()
-        s.start_recipients()
-        for unit in SENDERS:
-            s.start_sender(unit, SCENARIO_MESSAGES // len(SENDERS), rate=20)
+        s.start_flow(SCENARIO_MESSAGES, rate=20, routers=2)
         s.wait_log_grows(by=150)
         network.cut(victim)
         try:

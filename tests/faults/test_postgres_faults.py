@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from harness import (
-    SENDERS,
     Fault,
     Outcome,
     RegistryServer,
@@ -43,11 +42,6 @@ def fault_postgres() -> Iterator[PostgresInstance]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _split(total: int) -> list[int]:
-    return [total // len(SENDERS) + (1 if i < total % len(SENDERS) else 0)
-            for i in range(len(SENDERS))]
-
-
 def test_two_routers_share_a_postgres_log_while_one_is_killed_repeatedly(
         tmp_path: Path, faults_node: RabbitNode, fault_registry: RegistryServer,
         fault_credentials: Credentials, fault_postgres: PostgresInstance,
@@ -56,11 +50,7 @@ def test_two_routers_share_a_postgres_log_while_one_is_killed_repeatedly(
     url = fault_postgres.create_database(f"faults_two_{int(time.time())}")
     with scenario("two-routers-postgres", tmp_path, fault_registry, [faults_node],
                   fault_credentials, log_url=url) as s:
-        steady = s.start_router()
-        victim = s.start_router()
-        s.start_recipients()
-        for unit, count in zip(SENDERS, _split(MESSAGES), strict=True):
-            s.start_sender(unit, count, rate=25)
+        steady, victim = s.start_flow(MESSAGES, rate=25, routers=2)
         for _ in range(5):
             s.wait_log_grows(by=rng.randint(1, 60))
             victim = s.crash_router(victim)
@@ -77,10 +67,7 @@ def test_postgres_stopped_for_twenty_seconds_then_everything_resumes(
     url = fault_postgres.create_database(f"faults_outage_{int(time.time())}")
     with scenario("postgres-outage", tmp_path, fault_registry, [faults_node],
                   fault_credentials, log_url=url) as s:
-        routers = [s.start_router(), s.start_router()]
-        s.start_recipients()
-        for unit, count in zip(SENDERS, _split(MESSAGES), strict=True):
-            s.start_sender(unit, count, rate=40)
+        routers = s.start_flow(MESSAGES, rate=40, routers=2)
         s.wait_log_grows(by=200)
         fault_postgres.stop()
         stopped = time.monotonic()

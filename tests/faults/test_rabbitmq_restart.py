@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import SENDERS, Fault, Outcome, RegistryServer, assert_clean, scenario
+from harness import Fault, Outcome, RegistryServer, assert_clean, scenario
 
 from broker.node import RabbitNode
 from broker.topology import Credentials
@@ -37,10 +37,7 @@ def test_rabbitmq_restarted_three_times_mid_stream(
         fault_credentials: Credentials, fault_table: list[Outcome]) -> None:
     with scenario("rabbitmq-restart", tmp_path, fault_registry, [faults_node],
                   fault_credentials) as s:
-        s.start_router()
-        s.start_recipients()
-        for unit in SENDERS:
-            s.start_sender(unit, MESSAGES // len(SENDERS), rate=40)
+        s.start_flow(MESSAGES, rate=40)
         starts = []
         for restart in range(RESTARTS):
             s.wait_log_grows(by=150)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import SENDERS, Fault, Outcome, RegistryServer, assert_clean, scenario, wait_for
+from harness import Fault, Outcome, RegistryServer, assert_clean, scenario, wait_for
 
 from broker.node import RabbitNode
 from broker.topology import Credentials
@@ -21,10 +21,7 @@ def test_routing_goes_on_while_the_registry_is_down(
         fault_credentials: Credentials, fault_table: list[Outcome]) -> None:
     with scenario("registry-down", tmp_path, fault_registry, [faults_node],
                   fault_credentials) as s:
-        routers = [s.start_router(), s.start_router()]
-        s.start_recipients()
-        for unit in SENDERS:
-            s.start_sender(unit, MESSAGES // len(SENDERS), rate=30)
+        routers = s.start_flow(MESSAGES, rate=30, routers=2)
         s.wait_log_grows(by=100)
         fault_registry.stop()
         try:

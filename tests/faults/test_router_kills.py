@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
-from harness import SENDERS, Outcome, RegistryServer, assert_clean, scenario
+from harness import Outcome, RegistryServer, assert_clean, scenario
 
 from broker.node import RabbitNode
 from broker.topology import Credentials
@@ -23,11 +23,7 @@ def test_router_killed_five_times_while_messages_flow(
     rng = random.Random()
     with scenario("router-kill", tmp_path, fault_registry, [faults_node],
                   fault_credentials) as s:
-        router = s.start_router()
-        s.start_recipients()
-        per_sender = MESSAGES // len(SENDERS)
-        for unit in SENDERS:
-            s.start_sender(unit, per_sender, rate=60)
+        [router] = s.start_flow(MESSAGES, rate=60)
         for _ in range(KILLS):
             # A random moment while the log grows: mid-batch, mid-publish, mid-ack.
             s.wait_log_grows(by=rng.randint(1, 150))
