@@ -92,7 +92,7 @@ log = logging.getLogger("infoshare.router")
 #: committed: a deliberately broken router, which the fault suite must catch.
 FAULT_ENV = "INFOSHARE_ROUTER_FAULT"
 #: Longest wait between two attempts to reach RabbitMQ or the log.
-RECONNECT_MAX = 1.0
+RECONNECT_MAX = 0.5
 RECONNECT_FIRST = 0.1
 #: Longest wait before the router asks again whether missing ingress queues exist.
 PROBE_AGAIN = 60.0

@@ -59,3 +59,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         lost, dup, unexpected = o.result.counts
         tr.write_line(f"| {o.name} | {o.messages} | {faults} | {lost} | {dup} | {unexpected} "
                       f"| {o.recovery} | {'verifies' if o.log.ok else 'FAILS'} |")
+    for o in _OUTCOMES:
+        figures = {k: v for k, v in o.notes.items() if k != "dead"}
+        recoveries = [round(f.recovered, 2) for f in o.faults if f.recovered is not None]
+        if len(recoveries) > 1:
+            figures["recovery_seconds"] = recoveries
+        stalls = [round(f.stalled, 2) for f in o.faults if f.stalled is not None]
+        if stalls:
+            figures["longest_stall_in_routing_during_the_fault_seconds"] = stalls
+        if figures:
+            tr.write_line(f"{o.name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))

@@ -30,6 +30,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,10 @@ def _time(stamp: bytes) -> float:
 class Fault:
     what: str
     ended: float  # wall-clock time the fault was over (process back, node back ...)
+    began: float | None = None  # wall-clock time it began, where it lasted a while
     recovered: float | None = None  # seconds to the first message routed after it
+    #: The longest time in which nothing was routed while the fault lasted.
+    stalled: float | None = None
 
 
 @dataclass
@@ -489,9 +493,13 @@ class Scenario:
     # --- the end ----------------------------------------------------------------------
 
     def measure_recoveries(self) -> None:
+        times = sorted(d for r in self.routers for d in r.decision_times())
         for f in self.faults:
             if f.recovered is None:
                 f.recovered = self.first_routed_after(f.ended)
+            if f.began is not None:
+                marks = [f.began, *(t for t in times if f.began < t < f.ended), f.ended]
+                f.stalled = max(b - a for a, b in pairwise(marks))
 
     def wait_quiet(self, seconds: float, timeout: float = 120) -> None:
         """Wait until neither the log nor the recipients' journals have changed for

@@ -183,6 +183,7 @@ def test_a_node_paused_for_thirty_seconds(
         s.wait_log_grows(by=150)
         pid = victim.pid()
         assert pid is not None
+        began = time.time()
         os.kill(pid, signal.SIGSTOP)
         try:
             paused = time.monotonic()
@@ -192,7 +193,7 @@ def test_a_node_paused_for_thirty_seconds(
             time.sleep(max(0.0, PAUSE - (time.monotonic() - paused)))  # the fault lasts 30 s
         finally:
             os.kill(pid, signal.SIGCONT)
-        s.faults.append(Fault("cluster node SIGSTOP 30 s", time.time()))
+        s.faults.append(Fault("cluster node SIGSTOP 30 s", time.time(), began=began))
         outcome = s.finish()
     fault_table.append(outcome)
     assert routed_while_paused
@@ -247,6 +248,7 @@ def test_a_node_cut_off_from_the_others_and_its_clients(
                   fault_credentials) as s:
         s.start_flow(SCENARIO_MESSAGES, rate=20, routers=2)
         s.wait_log_grows(by=150)
+        began = time.time()
         network.cut(victim)
         try:
             cut = time.monotonic()
@@ -255,7 +257,8 @@ def test_a_node_cut_off_from_the_others_and_its_clients(
             time.sleep(max(0.0, CUT - (time.monotonic() - cut)))  # the fault lasts 20 s
         finally:
             network.heal(victim)
-        s.faults.append(Fault("cluster node cut off 20 s (netns)", time.time()))
+        s.faults.append(Fault("cluster node cut off 20 s (netns)", time.time(),
+                              began=began))
         outcome = s.finish()
     fault_table.append(outcome)
     assert_clean(outcome)

@@ -69,6 +69,7 @@ def test_postgres_stopped_for_twenty_seconds_then_everything_resumes(
                   fault_credentials, log_url=url) as s:
         routers = s.start_flow(MESSAGES, rate=40, routers=2)
         s.wait_log_grows(by=200)
+        began = time.time()
         fault_postgres.stop()
         stopped = time.monotonic()
         # While it is away: nothing is logged, and what arrives waits in the queue.
@@ -78,7 +79,7 @@ def test_postgres_stopped_for_twenty_seconds_then_everything_resumes(
         assert all(r.alive for r in routers), "a router gave up while the log was away"
         held = waiting()
         fault_postgres.start()
-        s.faults.append(Fault("postgres stopped 20 s", time.time()))
+        s.faults.append(Fault("postgres stopped 20 s", time.time(), began=began))
         outcome = s.finish()
     outcome.notes["waiting_at_end_of_outage"] = held
     fault_table.append(outcome)

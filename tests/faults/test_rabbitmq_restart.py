@@ -41,6 +41,7 @@ def test_rabbitmq_restarted_three_times_mid_stream(
         starts = []
         for restart in range(RESTARTS):
             s.wait_log_grows(by=150)
+            began = time.time()
             if restart == 0:
                 faults_node.stop()
             else:
@@ -49,7 +50,8 @@ def test_rabbitmq_restarted_three_times_mid_stream(
             faults_node.start()
             starts.append(time.monotonic() - began)
             s.faults.append(Fault("rabbitmq restart" if restart == 0
-                                  else "rabbitmq kill -9 and start", time.time()))
+                                  else "rabbitmq kill -9 and start", time.time(),
+                                  began=began))
         outcome = s.finish()
     outcome.notes["node_start_seconds"] = [round(t, 2) for t in starts]
     print(f"rabbitmq-restart: node serving again after {outcome.notes['node_start_seconds']} s; "

@@ -23,6 +23,7 @@ def test_routing_goes_on_while_the_registry_is_down(
                   fault_credentials) as s:
         routers = s.start_flow(MESSAGES, rate=30, routers=2)
         s.wait_log_grows(by=100)
+        began = time.time()
         fault_registry.stop()
         try:
             # Every router has failed to fetch the directory at least once ...
@@ -41,7 +42,7 @@ def test_routing_goes_on_while_the_registry_is_down(
             routed_while_down = s.log_size() - before
         finally:
             fault_registry.start()
-        s.faults.append(Fault("registry down", time.time()))
+        s.faults.append(Fault("registry down", time.time(), began=began))
         outcome = s.finish()
     outcome.notes["routed_while_registry_down"] = routed_while_down
     fault_table.append(outcome)
