@@ -7,8 +7,10 @@ Invariants:
 
 - **Refuse locally what the broker would refuse.** Before publishing, ``send``
   runs ``protocols.policy.decide`` on the envelope it built, against the
-  current directory and a log view of what this unit has received, and
-  raises :class:`~broker.errors.LocalRefusal` with the broker's reason code.
+  directory and a log view of what this unit has received, and raises
+  :class:`~agency.errors.LocalRefusal` with the broker's reason code. The
+  directory is kept between sends; a refusal is decided again with the
+  current one first, so a kept directory never refuses what it permits.
   Only check 4 (``duplicate``) cannot be known locally; every message gets a
   fresh UUIDv4, which makes it moot.
 - **At least once out.** A publish is confirmed by RabbitMQ (publisher
@@ -39,9 +41,9 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import secrets
+import re
 import sqlite3
+import ssl
 import threading
 import time
 import urllib.parse
@@ -49,13 +51,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import pika
 import pika.exceptions
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from agency.directory_cache import DirectoryCache
 from agency.errors import (
     ConnectionFailed,
     InvalidMessage,
@@ -63,6 +66,7 @@ from agency.errors import (
     PublishFailed,
     StateError,
 )
+from agency.files import write_atomic
 from keys import EncryptionKeyPair, SigningKeyPair
 from protocols.amqp import SUBMIT, inbox_name
 from protocols.directory import format_time, parse_time
@@ -93,12 +97,16 @@ from protocols.model import (
 from protocols.policy import LoggedMessage, decide
 from protocols.reasons import Reason
 
-__all__ = ["AgencyClient", "ReceiveStatus", "Received", "SentMessage", "StateStore"]
+__all__ = ["AgencyClient", "LogPosition", "NoticeSink", "PublishOutcome", "ReceiveStatus",
+           "Received", "RecordSink", "SentMessage", "StateStore"]
 
 log = logging.getLogger("infoshare.client")
 
 #: Messages taken from the inbox before they are acknowledged together.
 PREFETCH = 32
+#: A round ends once the inbox has been quiet this long after a delivery, so what it
+#: took is acked and handed on (the notices to the sink) without waiting for more.
+ROUND_QUIET = 0.02
 PUBLISH_ATTEMPTS = 6
 CONNECT_ATTEMPTS = 6
 BACKOFF_FIRST = 0.25
@@ -114,6 +122,7 @@ RECEIPT_PENDING = 0
 RECEIPT_SENT = 1
 RECEIPT_NONE = 2  # a receipt, or a rejected envelope: nothing to acknowledge
 RECEIPT_REFUSED = 3  # the broker would refuse the receipt (reason logged)
+RECEIPT_DEFERRED = 4  # sent once the record is opened (acknowledge)
 
 # Connection errors that another attempt will not cure.
 _FATAL_CONNECT = (
@@ -329,6 +338,24 @@ class StateStore:
                            "purpose, body FROM outbox ORDER BY created_at, message_id")
         return [_Outgoing(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6])) for r in rows]
 
+    def queue_receipt(self, message_id: str, receipt: _Outgoing | None, state: int,
+                      at: datetime) -> bool:
+        """Put a deferred receipt into the outbox, or record why there is none.
+
+        Returns False if the message's receipt was not deferred (done already).
+        """
+        with self._tx() as db:
+            cur = db.execute("UPDATE received SET receipt_sent = ? WHERE message_id = ? "
+                             "AND receipt_sent = ?", (state, message_id, RECEIPT_DEFERRED))
+            if cur.rowcount != 1:
+                return False
+            if receipt is not None:
+                db.execute("INSERT OR IGNORE INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (receipt.message_id, receipt.in_reply_to, receipt.header_sha256,
+                            receipt.recipient, receipt.protocol, receipt.purpose,
+                            receipt.body, format_time(at)))
+            return True
+
     def receipt_sent(self, receipt: _Outgoing, at: datetime) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM outbox WHERE message_id = ?", (receipt.message_id,))
@@ -339,12 +366,13 @@ class StateStore:
                         receipt.protocol, receipt.purpose, receipt.in_reply_to,
                         format_time(at)))
 
-    def record_sent(self, env: ParsedEnvelope, at: datetime) -> None:
-        h = env.header
+    def record_sent(self, envs: Sequence[ParsedEnvelope], at: datetime) -> None:
+        """Record envelopes as sent, in one transaction."""
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (h.message_id, env.header_sha256, h.kind, h.recipient, h.protocol,
-                        h.purpose, h.in_reply_to, format_time(at)))
+            db.executemany("INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(env.header.message_id, env.header_sha256, env.header.kind,
+                             env.header.recipient, env.header.protocol, env.header.purpose,
+                             env.header.in_reply_to, format_time(at)) for env in envs])
 
     def sent(self, message_id: str) -> tuple[str, str] | None:
         """(kind, header_sha256) of a message this unit sent."""
@@ -359,13 +387,18 @@ class StateStore:
 
     # notices
 
-    def add_notice(self, notice: Notice) -> bool:
-        """Store a notice; False if one with its ``seq`` is stored already (redelivered)."""
+    def add_notices(self, notices: Sequence[Notice]) -> list[Notice]:
+        """Store notices in one transaction; returns those not stored before (a
+        redelivered notice has a ``seq`` stored already)."""
+        new = []
         with self._tx() as db:
-            cur = db.execute("INSERT OR IGNORE INTO notices VALUES (?, ?, ?, ?, ?)",
-                             (notice.message_id, notice.decision, notice.reason, notice.seq,
-                              format_time(notice.at)))
-            return cur.rowcount == 1
+            for notice in notices:
+                cur = db.execute("INSERT OR IGNORE INTO notices VALUES (?, ?, ?, ?, ?)",
+                                 (notice.message_id, notice.decision, notice.reason,
+                                  notice.seq, format_time(notice.at)))
+                if cur.rowcount == 1:
+                    new.append(notice)
+        return new
 
     def notices(self, message_id: str | None = None) -> list[Notice]:
         if message_id is None:
@@ -395,26 +428,6 @@ class _LocalLog:
 # --- files -----------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``path`` so that it holds all of ``data`` or is absent, mode 0600 throughout."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def _header_doc(env: ParsedEnvelope, seq: int | None) -> dict[str, object]:
     return {**header_codes(env.header), "header_sha256": env.header_sha256, "seq": seq}
 
@@ -432,6 +445,53 @@ def _seq_of(props: pika.spec.BasicProperties) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
+_LEAF = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """Where the broker says it logged a delivered envelope: the ``infoshare-seq`` and
+    ``infoshare-leaf`` headers of wire spec 5 (None where absent or out of form)."""
+
+    seq: int | None
+    leaf: str | None
+
+    @classmethod
+    def of(cls, props: pika.spec.BasicProperties) -> LogPosition:
+        leaf = (props.headers or {}).get("infoshare-leaf")
+        if isinstance(leaf, bytes):
+            leaf = leaf.decode("ascii", errors="replace")
+        return cls(_seq_of(props),
+                   leaf if isinstance(leaf, str) and _LEAF.fullmatch(leaf) else None)
+
+
+#: What became of one envelope given to :meth:`AgencyClient.publish_many`.
+PublishOutcome: TypeAlias = SentMessage | LocalRefusal | PublishFailed | ConnectionFailed
+
+#: Takes an opened record (AMQP body, envelope, payload, log position) and keeps it;
+#: returns its path, if any.
+RecordSink = Callable[[bytes, ParsedEnvelope, Payload, LogPosition], "Path | None"]
+#: Told of the notices taken from the inbox in one round, before they are acked, redelivered
+#: ones too (so it must be idempotent).
+NoticeSink = Callable[[Sequence[Notice]], None]
+
+
+def _parameters(url: str, user: str, ca_file: str | None) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    if "heartbeat" not in query:
+        params.heartbeat = HEARTBEAT
+    if "blocked_connection_timeout" not in query:
+        params.blocked_connection_timeout = BLOCKED_TIMEOUT
+    params.connection_attempts = 1  # retries are ours, with backoff
+    params.client_properties = {"connection_name": f"infoshare-client {user}"}
+    if parts.scheme == "amqps":
+        context = ssl.create_default_context(cafile=ca_file)
+        params.ssl_options = pika.SSLOptions(context, parts.hostname)
+    return params
+
+
 # --- the client ------------------------------------------------------------------------
 
 
@@ -444,19 +504,28 @@ class _Rejected(Exception):
 class AgencyClient:
     """Send and receive for one unit. See the module docstring for the guarantees.
 
-    ``amqp_url`` (or each of several, the nodes of a cluster, tried in turn)
-    carries the unit's user (which must be ``amqp_user(unit)``),
-    password and vhost. ``directory`` is called for a fresh verified
-    directory (e.g. ``RegistryClient.directory``). ``broker_key`` is the raw
-    public key the broker signs notices with. ``countersigners`` are manager
-    keys added to every envelope sent (``send(approvals=...)`` adds more).
+    ``amqp_url`` carries the unit's user (which must be ``amqp_user(unit)``),
+    password and vhost; a list of URLs names every node of a cluster, tried in
+    turn. ``ca_file`` is the CA certificate that ``amqps://`` nodes are checked
+    against. ``record_sink`` (if given) takes each opened record instead of a
+    file in ``out_dir``; it must be idempotent by message id. With
+    ``deferred_receipts`` a receipt is sent only when :meth:`acknowledge` is
+    called (the record was opened by a person or a case system).
+    ``directory`` is called for a verified directory (e.g.
+    ``RegistryClient.directory``), which the client keeps for a few seconds
+    (:class:`~agency.directory_cache.DirectoryCache`; one may be given
+    instead) and asks for again before it refuses anything. ``broker_key`` is the raw public key the
+    broker signs notices with. ``countersigners`` are manager keys added to
+    every envelope sent (``send(approvals=...)`` adds more).
     """
 
     def __init__(self, *, unit: Address, amqp_url: str | Sequence[str],
-                 signing_key: SigningKeyPair,
-                 encryption_keys: Sequence[EncryptionKeyPair],
-                 directory: Callable[[], Directory], broker_key: bytes, state_dir: Path,
-                 countersigners: Sequence[SigningKeyPair] = ()) -> None:
+                 signing_key: SigningKeyPair, encryption_keys: Sequence[EncryptionKeyPair],
+                 directory: Callable[[], Directory] | DirectoryCache, broker_key: bytes,
+                 state_dir: Path,
+                 countersigners: Sequence[SigningKeyPair] = (), ca_file: str | None = None,
+                 record_sink: RecordSink | None = None, notice_sink: NoticeSink | None = None,
+                 deferred_receipts: bool = False) -> None:
         self.unit = unit
         self.user = amqp_user(unit)
         urls = [amqp_url] if isinstance(amqp_url, str) else list(amqp_url)
@@ -471,26 +540,19 @@ class AgencyClient:
         self.state_dir = Path(state_dir)
         self._signing = signing_key
         self._encryption = {k.key_id: k for k in encryption_keys}
-        self._directory = directory
+        self._directories = (directory if isinstance(directory, DirectoryCache)
+                             else DirectoryCache(directory))
         self._broker_key = broker_key
         self._countersigners = tuple(countersigners)
-        # Several URLs are the nodes of a cluster, tried in turn.
-        self._params = [self._parameters(url) for url in urls]
+        self._params = [_parameters(url, self.user, ca_file) for url in urls]
+        self._next_node = 0
+        self._sink = record_sink
+        self._notice_sink = notice_sink
+        self._deferred = deferred_receipts
         self._local = threading.local()
         self.store = StateStore(self.state_dir)
 
     # --- connections ---------------------------------------------------------------------
-
-    def _parameters(self, url: str) -> pika.URLParameters:
-        params = pika.URLParameters(url)
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
-        if "heartbeat" not in query:
-            params.heartbeat = HEARTBEAT
-        if "blocked_connection_timeout" not in query:
-            params.blocked_connection_timeout = BLOCKED_TIMEOUT
-        params.connection_attempts = 1  # retries are ours, with backoff
-        params.client_properties = {"connection_name": f"infoshare-client {self.user}"}
-        return params
 
     def _connection(self) -> BlockingConnection:
         conn: BlockingConnection | None = getattr(self._local, "conn", None)
@@ -498,19 +560,24 @@ class AgencyClient:
             return conn
         self._drop()
         delay = BACKOFF_FIRST
-        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        for attempt in range(1, CONNECT_ATTEMPTS * len(self._params) + 1):
+            # Each node in turn; a whole round without success backs off.
+            params = self._params[self._next_node % len(self._params)]
             try:
-                conn = BlockingConnection(self._params)
+                conn = BlockingConnection(params)
             except _FATAL_CONNECT as e:
                 raise ConnectionFailed(f"RabbitMQ refused user {self.user} "
                                        f"({type(e).__name__})") from e
             except (pika.exceptions.AMQPError, OSError) as e:
-                if attempt == CONNECT_ATTEMPTS:
+                self._next_node += 1
+                if attempt == CONNECT_ATTEMPTS * len(self._params):
                     raise ConnectionFailed(f"RabbitMQ unreachable after {attempt} attempts "
                                            f"({type(e).__name__})") from e
-                log.warning("connect failed (%s); retrying in %.2fs", type(e).__name__, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
+                if attempt % len(self._params) == 0:
+                    log.warning("connect failed (%s); retrying in %.2fs", type(e).__name__,
+                                delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
             else:
                 self._local.conn = conn
                 return conn
@@ -570,7 +637,6 @@ class AgencyClient:
         delay = BACKOFF_FIRST
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
-                # The routing key is the unit's own address (wire spec section 5).
                 self._confirm_channel().basic_publish(SUBMIT, self.unit, body, props,
                                                       mandatory=True)
                 return
@@ -619,8 +685,102 @@ class AgencyClient:
             StateError: the state store cannot be written.
             Whatever ``directory`` raises when the directory cannot be had.
         """
+        body, env = self.prepare(kind=kind, protocol=protocol, purpose=purpose,
+                                 recipient=recipient, record=record, reasons=reasons,
+                                 consent=consent, subject_informed=subject_informed,
+                                 in_reply_to=in_reply_to, approvals=approvals, now=now,
+                                 precheck=precheck)
+        return self.publish(body, env)
+
+    def publish(self, body: bytes, env: ParsedEnvelope) -> SentMessage:
+        """Publish an envelope made by :meth:`prepare` and record it as sent.
+
+        Publishing the same bytes again is safe: the broker logs a redelivery once.
+
+        Raises:
+            PublishFailed, ConnectionFailed: it could not be published.
+            StateError: the state store cannot be written.
+        """
+        self._publish(body, env.header.message_id)
+        self.store.record_sent([env], utcnow())
+        log.info("sent message_id=%s kind=%s", env.header.message_id, env.header.kind)
+        return SentMessage(env.header.message_id, env.header_sha256)
+
+    def publish_many(self, envelopes: Sequence[tuple[bytes, ParsedEnvelope]]
+                     ) -> list[PublishOutcome]:
+        """Publish envelopes made by :meth:`prepare`, in order, and record those published
+        as sent in one commit.
+
+        Returns an outcome for each envelope attempted: a :class:`SentMessage`, or the
+        error that stopped it. A ``LocalRefusal`` (``too_large``) skips one envelope;
+        a failure to publish ends the list there, the rest not attempted.
+
+        Raises:
+            StateError: the state store cannot be written.
+        """
+        outcomes: list[PublishOutcome] = []
+        sent: list[ParsedEnvelope] = []
+        for body, env in envelopes:
+            try:
+                self._publish(body, env.header.message_id)
+            except LocalRefusal as e:
+                outcomes.append(e)
+                continue
+            except (PublishFailed, ConnectionFailed) as e:
+                outcomes.append(e)
+                break
+            sent.append(env)
+            outcomes.append(SentMessage(env.header.message_id, env.header_sha256))
+        if sent:
+            self.store.record_sent(sent, utcnow())
+            for env in sent:
+                log.info("sent message_id=%s kind=%s", env.header.message_id, env.header.kind)
+        return outcomes
+
+    def prepare(self, *, kind: Kind, protocol: str, purpose: str, recipient: str,
+                record: Mapping[str, object], reasons: str, consent: Consent | None,
+                subject_informed: bool, in_reply_to: str | None = None,
+                approvals: Sequence[SigningKeyPair] = (), now: datetime | None = None,
+                precheck: bool = True, message_id: str | None = None,
+                directory: Directory | None = None) -> tuple[bytes, ParsedEnvelope]:
+        """Build, check and sign one envelope without publishing it; returns its bytes.
+
+        ``message_id`` keeps an id drawn before (a message rebuilt once a
+        manager approves it); ``directory`` decides with a directory at hand
+        instead of fetching one.
+
+        Raises:
+            LocalRefusal: the broker would refuse it; ``reason`` is its code.
+            InvalidMessage: the arguments cannot make a valid envelope.
+            Whatever ``directory`` raises when the directory cannot be had.
+        """
         now = (now or utcnow()).replace(microsecond=0)
-        directory = self._directory()
+
+        def build(d: Directory) -> tuple[bytes, ParsedEnvelope]:
+            return self._prepare(d, kind=kind, protocol=protocol, purpose=purpose,
+                                 recipient=recipient, record=record, reasons=reasons,
+                                 consent=consent, subject_informed=subject_informed,
+                                 in_reply_to=in_reply_to, approvals=approvals, now=now,
+                                 precheck=precheck, message_id=message_id)
+
+        if directory is not None:
+            return build(directory)
+        kept = self._directories.get()
+        try:
+            return build(kept)
+        except LocalRefusal:
+            # The kept directory may be older than the one that permits this: decide
+            # again with the current one before refusing.
+            current = self._directories.get(fresh=True)
+            if current.version == kept.version:
+                raise
+            return build(current)
+
+    def _prepare(self, directory: Directory, *, kind: Kind, protocol: str, purpose: str,
+                 recipient: str, record: Mapping[str, object], reasons: str,
+                 consent: Consent | None, subject_informed: bool, in_reply_to: str | None,
+                 approvals: Sequence[SigningKeyPair], now: datetime, precheck: bool,
+                 message_id: str | None) -> tuple[bytes, ParsedEnvelope]:
         rkey = directory.current_key(recipient, "encryption", now)
         if rkey is None and not precheck:
             raise LocalRefusal(Reason.RECIPIENT_KEY_NOT_VALID.value)
@@ -635,7 +795,7 @@ class AgencyClient:
                 recipient=recipient, record=record, reasons=reasons,
                 sender_key=self._signing, recipient_key=recipient_public, created_at=now,
                 consent=consent, subject_informed=subject_informed, in_reply_to=in_reply_to,
-                countersigners=signers)
+                countersigners=signers, message_id=message_id)
         except EnvelopeRefused as e:
             raise LocalRefusal(e.reason.value) from e
         except ValueError as e:
@@ -647,10 +807,7 @@ class AgencyClient:
                 log.info("refused locally message_id=%s reason=%s", env.header.message_id,
                          decision.reason.value)
                 raise LocalRefusal(decision.reason.value)
-        self._publish(body, env.header.message_id)
-        self.store.record_sent(env, now)
-        log.info("sent message_id=%s kind=%s", env.header.message_id, kind)
-        return SentMessage(env.header.message_id, env.header_sha256)
+        return body, env
 
     def _build_receipt(self, env: ParsedEnvelope, directory: Directory,
                        now: datetime) -> tuple[_Outgoing | None, int]:
@@ -682,6 +839,35 @@ class AgencyClient:
             return None, RECEIPT_REFUSED
         return _Outgoing(receipt.header.message_id, h.message_id, receipt.header_sha256,
                          h.sender, h.protocol, h.purpose, body), RECEIPT_PENDING
+
+    def _receipt(self, env: ParsedEnvelope, directory: _DirectoryCache,
+                  now: datetime) -> tuple[_Outgoing | None, int]:
+        receipt, state = self._build_receipt(env, directory.get(), now)
+        if state == RECEIPT_REFUSED:
+            # Perhaps only a kept directory refuses it (a key registered since).
+            receipt, state = self._build_receipt(env, directory.refresh(), now)
+        return receipt, state
+
+    def acknowledge(self, body: bytes, *, publish_now: bool = True) -> bool:
+        """Send the deferred receipt for a received envelope (its AMQP body).
+
+        Returns False if its receipt was sent (or ruled out) already. A receipt
+        that cannot be published now stays in the outbox for the next round.
+
+        Raises:
+            StateError: the state store cannot be written.
+            Whatever ``directory`` raises when the directory cannot be had.
+        """
+        env = parse_envelope(body)
+        if self.store.receipt_state(env.header.message_id) != RECEIPT_DEFERRED:
+            return False
+        now = utcnow()
+        receipt, state = self._receipt(env, _DirectoryCache(self._directories), now)
+        if not self.store.queue_receipt(env.header.message_id, receipt, state, now):
+            return False
+        if publish_now:
+            self._try_pending_receipts()
+        return True
 
     def send_pending_receipts(self) -> int:
         """Publish the receipts in the outbox (left by a crash or a lost connection).
@@ -725,7 +911,7 @@ class AgencyClient:
         except OSError as e:
             raise StateError(f"{out_dir}: cannot create ({e.strerror})") from e
         self._try_pending_receipts()
-        directory = _DirectoryCache(self._directory)
+        directory = _DirectoryCache(self._directories)
         # Before taking anything: a message taken and handed back because the registry
         # cannot be reached counts against the inbox's delivery limit.
         directory.get()
@@ -764,12 +950,15 @@ class AgencyClient:
     def _receive_round(self, out_dir: Path, directory: _DirectoryCache,
                        results: list[Received], remaining: int | None,
                        idle_timeout: float) -> tuple[int, bool]:
-        """Consume up to ``prefetch`` deliveries, ack them together, then send receipts.
+        """Consume up to ``prefetch`` deliveries (fewer if the inbox goes quiet), ack them
+        together, then send receipts.
 
-        The prefetch is never more than the deliveries still wanted, and the
-        consumer is cancelled before anything is acked, so stopping early never
-        hands a message back (each hand-back counts towards the queue's
-        delivery limit). Returns (deliveries handled, whether the inbox went idle).
+        The round's notices are stored together (and handed to the notice sink)
+        before the ack. The prefetch is never more than the deliveries still
+        wanted, and the consumer is cancelled before anything is acked, so
+        stopping early never hands a message back (each hand-back counts towards
+        the queue's delivery limit). Returns (deliveries handled, whether the
+        inbox went idle).
         """
         prefetch = PREFETCH if remaining is None else min(PREFETCH, remaining)
         ch = self._connection().channel()
@@ -778,12 +967,20 @@ class AgencyClient:
             last_tag: int | None = None
             count = 0
             idle = False
+            notices: list[Notice] = []
+            quiet = 0.0
+            tick = min(idle_timeout, ROUND_QUIET)
             for method, props, body in ch.consume(inbox_name(self.unit),
-                                                  inactivity_timeout=idle_timeout):
+                                                  inactivity_timeout=tick):
                 if method is None or props is None or body is None:
-                    idle = True
-                    break
-                result = self._handle(out_dir, directory, props, body)
+                    if count:
+                        break  # quiet after deliveries: end the round, ack, tell the sink
+                    quiet += tick
+                    if quiet >= idle_timeout:
+                        idle = True
+                        break
+                    continue
+                result = self._handle(out_dir, directory, props, body, notices)
                 if result is not None:
                     results.append(result)
                 last_tag = method.delivery_tag
@@ -793,6 +990,7 @@ class AgencyClient:
             # Cancel before acking: an ack frees prefetch room, which RabbitMQ would
             # fill with a delivery that the cancel then hands back.
             ch.cancel()
+            self._take_notices(notices)
             if last_tag is not None:
                 ch.basic_ack(last_tag, multiple=True)
         finally:
@@ -812,27 +1010,35 @@ class AgencyClient:
             log.warning("receipts left pending (%s)", e.detail)
 
     def _handle(self, out_dir: Path, directory: _DirectoryCache,
-                props: pika.spec.BasicProperties, body: bytes) -> Received | None:
+                props: pika.spec.BasicProperties, body: bytes,
+                notices: list[Notice]) -> Received | None:
         if props.type == "envelope":
             return self._handle_envelope(out_dir, directory, props, body)
         if props.type == "notice":
-            self._handle_notice(body)
+            notice = self._parse_notice(body)
+            if notice is not None:
+                notices.append(notice)
             return None
         log.warning("ignored a message of unknown type code=unknown_type")
         return None
 
-    def _handle_notice(self, body: bytes) -> None:
+    def _parse_notice(self, body: bytes) -> Notice | None:
         try:
-            notice = parse_notice(body, self._broker_key)
+            return parse_notice(body, self._broker_key)
         except EnvelopeRefused as e:
             log.warning("notice refused code=%s", e.reason.value)
-            return
         except NoticeRefused as e:
             log.warning("notice refused code=%s", e.code)
+        return None
+
+    def _take_notices(self, notices: Sequence[Notice]) -> None:
+        if not notices:
             return
-        if self.store.add_notice(notice):
+        for notice in self.store.add_notices(notices):
             log.info("notice message_id=%s decision=%s reason=%s seq=%d", notice.message_id,
                      notice.decision, notice.reason or "-", notice.seq)
+        if self._notice_sink is not None:
+            self._notice_sink(notices)
 
     def _handle_envelope(self, out_dir: Path, directory: _DirectoryCache,
                          props: pika.spec.BasicProperties, body: bytes) -> Received:
@@ -853,16 +1059,23 @@ class AgencyClient:
             payload = self._open(env, directory)
         except _Rejected as e:
             return self._rejected(h.message_id, e.code, h, env.header_sha256, seq, now)
-        path = out_dir / f"{h.message_id}.json"
+        path: Path | None = out_dir / f"{h.message_id}.json"
         try:
-            # A record that exists already was written by a run that died before it
-            # could accept the message: it is complete (written atomically) and is
-            # not written a second time.
-            if not path.exists():
-                _write_atomic(path, _record_bytes(env, payload, seq))
+            if self._sink is not None:
+                path = self._sink(body, env, payload, LogPosition.of(props))
+            else:
+                assert path is not None
+                # A record that exists already was written by a run that died before
+                # it could accept the message: it is whole (written atomically) and is
+                # not written a second time.
+                if not path.exists():
+                    write_atomic(path, _record_bytes(env, payload, seq))
         except OSError as e:
             raise StateError(f"{path}: cannot write the record ({e.strerror})") from e
-        receipt, state = self._build_receipt(env, directory.get(), now)
+        if self._deferred and h.kind != "receipt":
+            receipt, state = None, RECEIPT_DEFERRED
+        else:
+            receipt, state = self._receipt(env, directory, now)
         self.store.accept(h, env.header_sha256, now, receipt, state)
         log.info("accepted message_id=%s kind=%s seq=%s", h.message_id, h.kind,
                  seq if seq is not None else "-")
@@ -914,22 +1127,23 @@ class AgencyClient:
 
 
 class _DirectoryCache:
-    """The directory for one receive call: fetched when first needed, refreshed at most once."""
+    """The directory for one receive call: the client's, asked for afresh at most once (so
+    that a flood of envelopes naming unknown keys costs one registry request)."""
 
-    def __init__(self, fetch: Callable[[], Directory]) -> None:
-        self._fetch = fetch
+    def __init__(self, directories: DirectoryCache) -> None:
+        self._directories = directories
         self._current: Directory | None = None
         self._refreshed = False
 
     def get(self) -> Directory:
         if self._current is None:
-            self._current = self._fetch()
+            self._current = self._directories.get()
         return self._current
 
     def refresh(self) -> Directory:
         if not self._refreshed:
             self._refreshed = True
-            self._current = self._fetch()
+            self._current = self._directories.get(fresh=True)
         return self.get()
 
 

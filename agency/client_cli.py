@@ -1,13 +1,14 @@
 """``infoshare send``, ``infoshare receive`` and ``infoshare notices``: the agency client's CLI.
 
-Connection settings come from ``HOME/deployment.json`` (:mod:`agency.deployment`);
-a unit's keys from ``KEYS/<org>.<unit>.signing.key`` and
-``KEYS/<org>.<unit>.encryption.key`` (plus any older
+Connection settings come from the organisation's bundle (``HOME/bundle.json``
+or ``--bundle``, :mod:`agency.bundle`), the registry token from
+``--token-file``, ``INFOSHARE_TOKEN`` or ``HOME/registry.token``; a unit's
+keys from ``KEYS/<org>.<unit>.signing.key`` and ``KEYS/<org>.<unit>.encryption.key`` (plus any older
 ``<org>.<unit>.encryption.*.key`` kept to open messages sealed before a
 rotation), unsealed with the passphrase in ``INFOSHARE_PASSPHRASE``. The
 client's state and received records live under ``HOME/agencies/<org>.<unit>/``.
 
-Exit status 0 on success, 1 on a refusal (the reason code is printed) or any
+Exit status 0 on success, 3 on a refusal (the reason code is printed), 1 on any
 other error (a one-line message); never a traceback. Output holds ids and
 codes only: records are written to files, never printed.
 """
@@ -24,8 +25,8 @@ from typing import Any, NoReturn
 
 import click
 
+from agency.bundle import BUNDLE_FILE, read_bundle, read_token
 from agency.client import AgencyClient
-from agency.deployment import default_home, load, unit_password
 from agency.errors import AgencyError, LocalRefusal
 from keys import (
     EncryptionKeyPair,
@@ -35,7 +36,7 @@ from keys import (
     parse_public_key_text,
     read_private_key,
 )
-from protocols.amqp import amqp_urls_for
+from protocols.amqp import amqp_url_for
 from protocols.errors import ProtocolsError
 from protocols.model import CONSENT_STATUSES, KINDS, Address, Consent, GroundId, amqp_user
 from registry.client import RegistryClient
@@ -60,7 +61,7 @@ def _errors() -> Iterator[None]:
         yield
     except LocalRefusal as e:
         click.echo(f"refused: {e.reason}", err=True)
-        raise SystemExit(1) from None
+        raise SystemExit(3) from None  # refused by policy
     except (AgencyError, KeysError, RegistryError, ProtocolsError) as e:
         _fail(str(e))
     except OSError as e:
@@ -116,20 +117,28 @@ def _agency_dir(home: Path, unit: str) -> Path:
     return home / "agencies" / amqp_user(unit)
 
 
-def _client(home: Path, unit: Address, keys_dir: Path) -> AgencyClient:
-    deployment = load(home)
+def default_home() -> Path:
+    """``$INFOSHARE_HOME``, else ``./var``."""
+    return Path(os.environ.get("INFOSHARE_HOME") or "var")
+
+
+def _client(home: Path, unit: Address, keys_dir: Path, bundle_file: Path | None,
+            token_file: Path | None) -> AgencyClient:
+    bundle = read_bundle(bundle_file or home / BUNDLE_FILE)
     user = amqp_user(unit)
-    password = unit_password(deployment.path("credentials"), user)
+    password = bundle.password(unit)
     passphrase = _passphrase()
-    registry = RegistryClient(deployment.registry_url, deployment.agency_token,
-                              _read_public_key(deployment.path("registry_key")))
+    registry = RegistryClient(bundle.registry_url, read_token(token_file, home),
+                              bundle.registry_public_key())
     return AgencyClient(
         unit=unit,
-        amqp_url=amqp_urls_for(deployment.amqp_url, user, password, deployment.vhost),
+        amqp_url=[amqp_url_for(node, user, password, bundle.vhost)
+                  for node in bundle.amqp_nodes],
+        ca_file=bundle.ca_file,
         signing_key=_signing_key(keys_dir / f"{user}.signing.key", passphrase, unit),
         encryption_keys=_encryption_keys(keys_dir, user, unit, passphrase),
         directory=registry.directory,
-        broker_key=_read_public_key(deployment.path("broker_key")),
+        broker_key=bundle.broker_public_key(),
         state_dir=_agency_dir(home, unit) / "state",
     )
 
@@ -140,9 +149,15 @@ def _common(f: Any) -> Any:
                      help="Directory of the unit's key files.")(f)
     f = click.option("--unit", required=True, metavar="ORG/UNIT",
                      help="The unit acting, e.g. leeds-cc/front-door.")(f)
+    f = click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None, help="The registry token (default $INFOSHARE_TOKEN, "
+                     "else HOME/registry.token).")(f)
+    f = click.option("--bundle", "bundle_file", default=None, metavar="FILE",
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help="The organisation's bundle (default HOME/bundle.json).")(f)
     f = click.option("--home", type=click.Path(file_okay=False, path_type=Path),
                      default=default_home, show_default="$INFOSHARE_HOME or ./var",
-                     help="Directory holding deployment.json.")(f)
+                     help="The agency's directory: bundle, state and received records.")(f)
     return f
 
 
@@ -196,7 +211,8 @@ def _consent(kind: str, status: str | None, ground: str | None) -> Consent | Non
 @click.option("--approval", "approvals", multiple=True, metavar="MANAGER_KEY_FILE",
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="A manager's private key file to countersign with (repeatable).")
-def send(home: Path, unit: str, keys_dir: Path, kind: str, protocol: str, purpose: str,
+def send(home: Path, bundle_file: Path | None, token_file: Path | None, unit: str,
+         keys_dir: Path, kind: str, protocol: str, purpose: str,
          recipient: str, record_file: Path | None, reasons: str | None,
          reasons_file: Path | None, consent_status: str | None, ground: str | None,
          subject_informed: bool | None, in_reply_to: str | None,
@@ -222,7 +238,7 @@ def send(home: Path, unit: str, keys_dir: Path, kind: str, protocol: str, purpos
             subject_informed = True
         passphrase = _passphrase()
         managers = [_signing_key(p, passphrase, None) for p in approvals]
-        with _client(home, sender, keys_dir) as client:
+        with _client(home, sender, keys_dir, bundle_file, token_file) as client:
             sent = client.send(kind=kind, protocol=protocol, purpose=purpose,  # type: ignore[arg-type]
                                recipient=to, record=record, reasons=text, consent=consent,
                                subject_informed=subject_informed, in_reply_to=in_reply_to,
@@ -238,11 +254,12 @@ def send(home: Path, unit: str, keys_dir: Path, kind: str, protocol: str, purpos
               help="Stop after this many deliveries.")
 @click.option("--idle", "idle_timeout", type=click.FloatRange(min=0.1), default=2.0,
               show_default=True, help="Stop after this many seconds without a delivery.")
-def receive(home: Path, unit: str, keys_dir: Path, out_dir: Path | None,
+def receive(home: Path, bundle_file: Path | None, token_file: Path | None, unit: str,
+            keys_dir: Path, out_dir: Path | None,
             max_messages: int | None, idle_timeout: float) -> None:
     """Take the unit's inbox: verify, open and write records, send receipts, store notices."""
     address = _address(unit, "--unit")
-    with _errors(), _client(home, address, keys_dir) as client:
+    with _errors(), _client(home, address, keys_dir, bundle_file, token_file) as client:
         target = out_dir or _agency_dir(home, address) / "inbox"
         results = client.receive(target, max_messages=max_messages,
                                  idle_timeout=idle_timeout)
@@ -265,11 +282,12 @@ def receive(home: Path, unit: str, keys_dir: Path, out_dir: Path | None,
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where records that arrive meanwhile are written "
                    "(default HOME/agencies/ORG.UNIT/inbox).")
-def notices(home: Path, unit: str, keys_dir: Path, message_id: str | None,
+def notices(home: Path, bundle_file: Path | None, token_file: Path | None, unit: str,
+            keys_dir: Path, message_id: str | None,
             out_dir: Path | None) -> None:
     """The broker's decisions on what this unit sent (the inbox is drained first)."""
     address = _address(unit, "--unit")
-    with _errors(), _client(home, address, keys_dir) as client:
+    with _errors(), _client(home, address, keys_dir, bundle_file, token_file) as client:
         found = client.notices(message_id,
                                drain_to=out_dir or _agency_dir(home, address) / "inbox")
     for n in found:

@@ -73,3 +73,9 @@ class StateError(ClientError):
     """The client's state store, or a record file, cannot be opened or written."""
 
     code = "state_error"
+
+
+class BundleError(AgencyError):
+    """The organisation bundle is missing, readable by others, or not of its form."""
+
+    code = "bundle_error"

@@ -33,6 +33,11 @@ from audit import (
     report,
     verify,
 )
+from audit.directories import Directories, Known
+from audit.exporting import ExportSummary
+from audit.fetching import fetch_export
+from audit.log_sources import ExportLog
+from audit.progress import byte_bar, count_bar
 from keys import KeysError, NoteSigner, NoteVerifier, parse_public_key_text, read_private_key
 from protocols.errors import ProtocolsError
 from registry.client import RegistryClient
@@ -97,15 +102,26 @@ def _registry_key(path: Path) -> bytes:
         raise click.ClickException(f"{path}: not a readable public key file") from e
 
 
-def _progress(label: str) -> Callable[[int, int, int], None]:
-    def report_progress(entries: int, done: int, total: int) -> None:
-        share = f" ({100 * done // total}%)" if total else ""
-        click.echo(f"{label}: {entries:,} entries{share}", err=True)
+def _token(token_file: Path | None) -> str:
+    """The auditor's registry token: from ``--token-file``, else ``$INFOSHARE_TOKEN``."""
+    if token_file is not None:
+        token = _run(lambda: token_file.read_text(encoding="utf-8").strip())
+    else:
+        token = os.environ.get("INFOSHARE_TOKEN", "").strip()
+    if not token:
+        raise click.UsageError("give --token-file FILE or set INFOSHARE_TOKEN to an auditor's "
+                               "registry token")
+    return token
 
-    return report_progress
+
+token_file_option = click.option(
+    "--token-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+    help="A file holding a registry token with role auditor (else $INFOSHARE_TOKEN).")
+quiet_option = click.option("--quiet", is_flag=True,
+                            help="No progress bar (there is none unless stderr is a terminal).")
 
 
-def _echo_warnings(warnings: tuple[str, ...]) -> None:
+def _echo_warnings(warnings: tuple[str, ...] | list[str]) -> None:
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
 
@@ -122,31 +138,52 @@ def audit() -> None:
 
 @audit.command("export")
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--log", "log_url", required=True, help="Transfer log database URL or file.")
-@click.option("--registry", "registry_url", required=True, help="Registry base URL.")
-@click.option("--token", envvar="INFOSHARE_REGISTRY_TOKEN", required=True,
-              help="Registry token with role auditor (or $INFOSHARE_REGISTRY_TOKEN).")
+@click.option("--from", "served", default=None, metavar="URL",
+              help="A served log (infoshare log serve): fetch its export with the token.")
+@click.option("--log", "log_url", default=None,
+              help="Or the transfer log's database URL or file, on the broker host.")
+@click.option("--registry", "registry_url", default=None,
+              help="The registry's base URL (with --log): directories are fetched there.")
+@token_file_option
 @click.option("--registry-key", type=click.Path(path_type=Path, dir_okay=False),
               required=True, help="The registry's public key file (pinned).")
 @click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="The broker's signing key, to sign a checkpoint covering every entry "
-              "(passphrase from INFOSHARE_PASSPHRASE).")
+              help="With --log: the broker's signing key, to sign a checkpoint covering "
+              "every entry (passphrase from INFOSHARE_PASSPHRASE).")
 @click.option("--origin", default=DEFAULT_ORIGIN, show_default=True,
               help="The log's name in its checkpoints (with --key-file).")
 @log_key_option
-def export_command(out_dir: Path, log_url: str, registry_url: str, token: str,
-                   registry_key: Path, key_file: Path | None, origin: str,
-                   log_key: str | None) -> None:
+@quiet_option
+def export_command(out_dir: Path, served: str | None, log_url: str | None,
+                   registry_url: str | None, token_file: Path | None, registry_key: Path,
+                   key_file: Path | None, origin: str, log_key: str | None,
+                   quiet: bool) -> None:
     """Write an export of the log to OUT_DIR (wire spec 6.4).
 
-    With --key-file a fresh checkpoint is signed so the export holds every
-    entry; with only --log-key it holds the entries the newest checkpoint
-    covers. The registry directories the entries name are fetched with the
-    token and verified against the pinned registry key.
+    From a served log (--from URL, with --log-key): no database and no private key
+    are needed; the export is checked against both pinned keys before it is kept.
+    From the database (--log, on the broker host): with --key-file a fresh checkpoint
+    is signed so the export holds every entry; with only --log-key it holds the
+    entries the newest checkpoint covers.
     """
+    if (served is None) == (log_url is None):
+        raise click.UsageError("give either --from URL (a served log) or --log (its database)")
+    pinned = _registry_key(registry_key)
+    token = _token(token_file)
+    if served is not None:
+        trusted = _log_key(log_key)
+        if trusted is None or key_file is not None:
+            raise click.UsageError("--from needs --log-key (the log's verifier key you trust) "
+                                   "and no --key-file")
+        with count_bar("fetch", "B", scale=True, enabled=not quiet) as bar:
+            summary = _run(lambda: fetch_export(served, token, out_dir, log_key=trusted,
+                                                registry_key=pinned, progress=bar))
+        _echo_export(summary)
+        return
+    if registry_url is None:
+        raise click.UsageError("--log needs --registry (where the directories come from)")
     if (key_file is None) == (log_key is None):
         raise click.UsageError("give either --key-file (to sign) or --log-key (to read only)")
-    pinned = _registry_key(registry_key)
     signer: NoteSigner | None = None
     if key_file is not None:
         passphrase = os.environ.get("INFOSHARE_PASSPHRASE", "").encode("utf-8")
@@ -154,12 +191,18 @@ def export_command(out_dir: Path, log_url: str, registry_url: str, token: str,
         signer = NoteSigner(origin, pair)
     verifier = _log_key(log_key)
     client = RegistryClient(registry_url, token, pinned)
+    assert log_url is not None
     log = _open_log(log_url, signer, origin)
     try:
-        summary = _run(lambda: export(log, out_dir, directories=client.signed_directory,
-                                      registry_key=pinned, log_key=verifier))
+        with count_bar("export", enabled=not quiet) as bar:
+            summary = _run(lambda: export(log, out_dir, directories=client.signed_directory,
+                                          registry_key=pinned, log_key=verifier, progress=bar))
     finally:
         log.close()
+    _echo_export(summary)
+
+
+def _echo_export(summary: ExportSummary) -> None:
     versions = ", ".join(str(v) for v in summary.registry_versions) or "none"
     click.echo(f"exported {summary.size} entries and {summary.checkpoints} checkpoints to "
                f"{summary.path} (registry versions {versions})")
@@ -172,7 +215,7 @@ def export_command(out_dir: Path, log_url: str, registry_url: str, token: str,
               type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="A checkpoint you obtained earlier (a note, or {\"note\"} lines); the "
               "export must contain its tree. Repeatable.")
-@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+@quiet_option
 def verify_command(directory: Path, log_key: str | None, checkpoints: tuple[Path, ...],
                    quiet: bool) -> None:
     """Verify an export: tree, checkpoints, seq and evidence. Exit 1 on the first problem."""
@@ -180,8 +223,8 @@ def verify_command(directory: Path, log_key: str | None, checkpoints: tuple[Path
     held: list[str] = []
     for path in checkpoints:
         held += _run(partial(load_checkpoint_notes, path))
-    result = _run(lambda: verify(directory, None if quiet else _progress("verify"),
-                                 log_key=pinned, held=held))
+    with byte_bar("verify", enabled=not quiet) as bar:
+        result = _run(lambda: verify(directory, bar, log_key=pinned, held=held))
     _echo_warnings(result.warnings)
     if not result.ok:
         raise click.ClickException(result.summary())
@@ -192,15 +235,15 @@ def verify_command(directory: Path, log_key: str | None, checkpoints: tuple[Path
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--registry-key", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="The registry's public key you trust (default: the export's own).")
-@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+@quiet_option
 def replay_command(directory: Path, registry_key: Path | None, quiet: bool) -> None:
     """Re-run every decision with the policy; exit 1 if any differs from the log."""
     pinned = None if registry_key is None else _registry_key(registry_key)
     if pinned is None:
         click.echo("warning: directories checked against the export's own registry key; "
                    "give the key you trust with --registry-key", err=True)
-    mismatches = _run(lambda: replay(directory, registry_key=pinned,
-                                     progress=None if quiet else _progress("replay")))
+    with byte_bar("replay", enabled=not quiet) as bar:
+        mismatches = _run(lambda: replay(directory, registry_key=pinned, progress=bar))
     for m in mismatches:
         click.echo(str(m))
     if mismatches:
@@ -229,14 +272,21 @@ def _date(_ctx: Any, _param: Any, value: str | None) -> date | None:
 @click.option("--ground", help="Only shares on this non-consent ground.")
 @click.option("--publisher", help="Only messages this AMQP user (org.unit) published; "
               "a unit's address (org/unit) names its user.")
+@click.option("--kind", type=click.Choice(["referral", "request", "response", "declined",
+                                           "receipt"]))
+@click.option("--reason", help="Only refusals with this reason code.")
+@click.option("--consent", type=click.Choice(["given", "not_sought", "refused"]))
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True)
+@click.option("--summary", is_flag=True, help="The counts only, no rows (for a large log).")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write to this file instead of stdout.")
+@quiet_option
 def report_command(directory: Path, date_from: date | None, date_to: date | None,
                    organisation: str | None, unit: str | None, purpose: str | None,
-                   decision: str | None, ground: str | None, publisher: str | None, fmt: str,
-                   out: Path | None) -> None:
+                   decision: str | None, ground: str | None, publisher: str | None,
+                   kind: str | None, reason: str | None, consent: str | None, fmt: str,
+                   summary: bool, out: Path | None, quiet: bool) -> None:
     """Who shared what with whom, counts by purpose and month, refusals, consent grounds.
 
     Each row names the AMQP user that published the message, which for a
@@ -244,14 +294,37 @@ def report_command(directory: Path, date_from: date | None, date_to: date | None
     """
     filters = ReportFilters(date_from=date_from, date_to=date_to, organisation=organisation,
                             unit=unit, purpose=purpose, decision=decision, ground=ground,
-                            publisher=publisher)
-    r = _run(lambda: report(directory, filters))
-    text = {"table": r.to_table, "csv": r.to_csv, "json": r.to_json}[fmt]()
+                            publisher=publisher, kind=kind, reason=reason, consent=consent)
+    if summary and fmt == "csv":
+        raise click.UsageError("--summary holds no rows: use --format table or json")
+    _echo_warnings(_unknown(directory, filters))
+    with byte_bar("report", enabled=not quiet) as bar:
+        r = _run(lambda: report(directory, filters, progress=bar, rows=not summary))
+    if summary:
+        text = (r.to_json() if fmt == "json" else "\n".join(r.summary_lines()) + "\n")
+    else:
+        text = {"table": r.to_table, "csv": r.to_csv, "json": r.to_json}[fmt]()
     if out is None:
         click.echo(text, nl=False)
     else:
         _run(lambda: out.write_text(text, encoding="utf-8"))
-        click.echo(f"{len(r.rows)} rows written to {out}", err=True)
+        click.echo(f"{r.entries} entries written to {out}", err=True)
+
+
+def _unknown(directory: Path, f: ReportFilters) -> list[str]:
+    """Warnings for filters that name no organisation, unit or purpose of the export's
+    registry directories (a misspelling would otherwise just show nothing)."""
+    export = ExportLog(directory)
+    key = export.registry_key()
+    known = Known()
+    if key is not None:
+        dirs = Directories(export.directory_document, key)
+        for p in sorted((directory / "registry").glob("directory-*.json")):
+            version = p.stem.removeprefix("directory-")
+            d = dirs.get(int(version)) if version.isdigit() else None
+            if d is not None and not isinstance(d, str):
+                known.add(d)
+    return known.warnings(organisation=f.organisation, unit=f.unit, purpose=f.purpose)
 
 
 @audit.command("prove")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
@@ -37,8 +37,11 @@ EVIDENCE: Final = "evidence.jsonl"
 REGISTRY: Final = "registry"
 REGISTRY_KEY: Final = "registry-key.pub"
 README: Final = "README.txt"
+#: Every file of an export but the registry directories (``registry/directory-N.json``).
+FIXED_FILES: Final = frozenset({ENTRIES, EVIDENCE, CHECKPOINTS, LOG_KEY, README,
+                                f"{REGISTRY}/{REGISTRY_KEY}"})
 #: How often (in entries) verify and replay report progress.
-PROGRESS_EVERY: Final = 100_000
+PROGRESS_EVERY: Final = 2_000
 
 #: ``progress(entries done, bytes read, bytes in entries.jsonl)``.
 Progress = Callable[[int, int, int], None]
@@ -180,45 +183,97 @@ class CheckpointGroup:
 
     size: int
     items: list[tuple[int, Checkpoint]]
+    #: The first note of the group, as signed.
+    note: str = ""
 
 
 def read_checkpoints(path: Path, verifier: NoteVerifier) -> Iterator[CheckpointGroup]:
-    """Checkpoint lines, each verified, in groups of equal size; order and origin checked."""
-    group: CheckpointGroup | None = None
-    origin: str | None = None
+    """checkpoints.jsonl, each line verified, in groups of equal size; order and origin
+    checked."""
     with open(path, "rb") as f:
         lines = LineReader(f, CHECKPOINTS)
-        for raw in lines:
-            n = lines.line
-            where: dict[str, Any] = {"file": CHECKPOINTS, "line": n}
-            try:
-                note = _note_of(strict_json.loads(raw))
-            except ValueError as e:
-                raise Failure(f"not a checkpoint line ({e})", **where) from e
-            if checkpoint_line(note) != raw:
-                raise Failure('not in canonical form: {"note":"..."}, compact, UTF-8, '
-                              "nothing before or after", **where)
-            try:
-                cp = open_checkpoint(note, verifier)
-            except NoteError as e:
-                raise Failure(f"the checkpoint does not verify with the log key "
-                               f"{verifier.name}+{verifier.key_hash.hex()}: {e}", **where) from e
-            if origin is None:
-                origin = cp.origin
-            elif cp.origin != origin:
-                raise Failure(f"origin {cp.origin!r} differs from the first checkpoint's "
-                               f"{origin!r}", **where)
-            if group is not None and cp.size < group.size:
-                raise Failure(f"size {cp.size} after size {group.size}: checkpoints are "
-                               "listed smallest first, and a log only grows", **where)
-            if group is not None and cp.size == group.size:
-                group.items.append((n, cp))
-                continue
-            if group is not None:
-                yield group
-            group = CheckpointGroup(cp.size, [(n, cp)])
+        yield from checkpoint_groups(((lines.line, raw) for raw in lines), verifier)
+
+
+def checkpoint_groups(lines: Iterable[tuple[int, bytes]], verifier: NoteVerifier, *,
+                      origin: str | None = None, after: int = -1, file: str = CHECKPOINTS
+                      ) -> Iterator[CheckpointGroup]:
+    """Numbered checkpoint lines (``checkpoint_line`` bytes), each verified, in groups of
+    equal size, never smaller than ``after``; all of one ``origin`` (the first's if None).
+
+    Raises:
+        Failure: a line that is not a canonical checkpoint line, does not verify, names
+            another origin or a smaller size than the one before.
+    """
+    group: CheckpointGroup | None = None
+    last = after
+    for n, raw in lines:
+        where: dict[str, Any] = {"file": file, "line": n}
+        try:
+            note = _note_of(strict_json.loads(raw))
+        except ValueError as e:
+            raise Failure(f"not a checkpoint line ({e})", **where) from e
+        if checkpoint_line(note) != raw:
+            raise Failure('not in canonical form: {"note":"..."}, compact, UTF-8, '
+                          "nothing before or after", **where)
+        try:
+            cp = open_checkpoint(note, verifier)
+        except NoteError as e:
+            raise Failure(f"the checkpoint does not verify with the log key "
+                          f"{verifier.name}+{verifier.key_hash.hex()}: {e}", **where) from e
+        if origin is None:
+            origin = cp.origin
+        elif cp.origin != origin:
+            raise Failure(f"origin {cp.origin!r} differs from the first checkpoint's "
+                          f"{origin!r}", **where)
+        if cp.size < last:
+            raise Failure(f"size {cp.size} after size {last}: checkpoints are listed "
+                          "smallest first, and a log only grows", **where)
+        last = cp.size
+        if group is not None and cp.size == group.size:
+            group.items.append((n, cp))
+            continue
+        if group is not None:
+            yield group
+        group = CheckpointGroup(cp.size, [(n, cp)], note)
     if group is not None:
         yield group
+
+
+def check_evidence(entry: Entry, raw: bytes, line: int) -> Evidence:
+    """The evidence of ``entry`` from its line of evidence.jsonl (numbered ``line``).
+
+    Raises:
+        Failure: the line is not of its form, or not the entry's evidence.
+    """
+    where: dict[str, Any] = {"file": EVIDENCE, "line": line, "seq": entry.seq}
+    try:
+        seq, ev = Evidence.from_line(raw)
+    except EntryFormatError as e:
+        raise Failure(f"not a canonical evidence line ({e})", **where) from e
+    if seq != entry.seq:
+        raise Failure(f"evidence for seq {seq} where seq {entry.seq} belongs", **where)
+    if hashlib.sha256(raw).hexdigest() != entry.evidence_sha256:
+        raise Failure("the line does not hash to the entry's evidence_sha256: the "
+                      "evidence was changed after the entry was written", **where)
+    # The hash binds the line to the entry; these show that the broker wrote
+    # the two in agreement.
+    if ev.publisher != entry.publisher:
+        raise Failure("the publisher differs from the entry's", **where)
+    if ev.header is not None:
+        if entry.unreadable:
+            raise Failure("a header in the evidence of a body refused at check 1", **where)
+        if hashlib.sha256(ev.header).hexdigest() != entry.header_sha256:
+            raise Failure("the header in the evidence does not hash to the entry's "
+                          "header_sha256", **where)
+    elif not entry.unreadable:
+        raise Failure("no header in the evidence, but the entry names a header", **where)
+    elif entry.header_sha256 != ev.body_sha256:
+        # 6.1: a body refused at check 1 is logged with the SHA-256 of the whole
+        # body as its header_sha256.
+        raise Failure("the header_sha256 of a body refused at check 1 is not the hash "
+                      "of the whole body", **where)
+    return ev
 
 
 class EvidenceReader:
@@ -239,38 +294,10 @@ class EvidenceReader:
             Failure: the line is missing, not of its form, or not the entry's evidence.
         """
         raw = self._lines.read()
-        where: dict[str, Any] = {"file": EVIDENCE, "line": self._lines.line, "seq": entry.seq}
         if raw is None:
-            where["line"] += 1  # the line that is missing
-            raise Failure("evidence.jsonl ends before entries.jsonl", **where)
-        try:
-            seq, ev = Evidence.from_line(raw)
-        except EntryFormatError as e:
-            raise Failure(f"not a canonical evidence line ({e})", **where) from e
-        if seq != entry.seq:
-            raise Failure(f"evidence for seq {seq} where seq {entry.seq} belongs", **where)
-        if hashlib.sha256(raw).hexdigest() != entry.evidence_sha256:
-            raise Failure("the line does not hash to the entry's evidence_sha256: the "
-                          "evidence was changed after the entry was written", **where)
-        # The hash binds the line to the entry; these show that the broker wrote
-        # the two in agreement.
-        if ev.publisher != entry.publisher:
-            raise Failure("the publisher differs from the entry's", **where)
-        if ev.header is not None:
-            if entry.unreadable:
-                raise Failure("a header in the evidence of a body refused at check 1",
-                              **where)
-            if hashlib.sha256(ev.header).hexdigest() != entry.header_sha256:
-                raise Failure("the header in the evidence does not hash to the entry's "
-                              "header_sha256", **where)
-        elif not entry.unreadable:
-            raise Failure("no header in the evidence, but the entry names a header", **where)
-        elif entry.header_sha256 != ev.body_sha256:
-            # 6.1: a body refused at check 1 is logged with the SHA-256 of the whole
-            # body as its header_sha256.
-            raise Failure("the header_sha256 of a body refused at check 1 is not the hash "
-                          "of the whole body", **where)
-        return ev
+            raise Failure("evidence.jsonl ends before entries.jsonl", file=EVIDENCE,
+                          line=self._lines.line + 1, seq=entry.seq)
+        return check_evidence(entry, raw, self._lines.line)
 
     def finish(self, entries: int) -> None:
         if self._lines.read() is not None:

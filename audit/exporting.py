@@ -23,6 +23,7 @@ from audit.export_dir import (
     ENTRIES,
     EVIDENCE,
     LOG_KEY,
+    PROGRESS_EVERY,
     README,
     REGISTRY,
     REGISTRY_KEY,
@@ -75,7 +76,7 @@ class ExportSummary:
     registry_versions: tuple[int, ...]
 
 
-_README_TEXT = """\
+README_TEXT = """\
 infoshare transfer log export
 =============================
 
@@ -125,7 +126,8 @@ the infoshare sources describes the format in full.
 
 def export(log: LogSource, out_dir: Path | str, *, directories: Callable[[int], bytes],
            registry_key: bytes, now: datetime | None = None,
-           log_key: NoteVerifier | None = None) -> ExportSummary:
+           log_key: NoteVerifier | None = None,
+           progress: Callable[[int, int], None] | None = None) -> ExportSummary:
     """Write an export of ``log`` to ``out_dir`` (which must not exist or be empty).
 
     With the log's key a fresh checkpoint is signed first, so the export holds
@@ -134,6 +136,7 @@ def export(log: LogSource, out_dir: Path | str, *, directories: Callable[[int], 
     directory document of a registry version, which must verify against
     ``registry_key``. The export is written beside ``out_dir`` and renamed into
     place, so a failed export leaves nothing that looks complete.
+    ``progress(entries written, entries to write)`` is called as it goes.
 
     Raises:
         AuditError: the directory exists and is not empty, no checkpoint, the
@@ -164,7 +167,7 @@ def export(log: LogSource, out_dir: Path | str, *, directories: Callable[[int], 
     except OSError as e:
         raise AuditError(f"{out}: cannot create the export ({e.strerror})") from e
     try:
-        versions = _write_entries(log, work, newest)
+        versions = _write_entries(log, work, newest, progress)
         _write_evidence(log, work, newest.size)
         notes = log.checkpoints(upto=newest.size)
         with open(work / CHECKPOINTS, "wb") as f:
@@ -172,7 +175,7 @@ def export(log: LogSource, out_dir: Path | str, *, directories: Callable[[int], 
                 f.write(checkpoint_line(n) + b"\n")
         (work / LOG_KEY).write_text(verifier.line() + "\n", encoding="utf-8")
         _write_registry(work / REGISTRY, versions, directories, registry_key)
-        (work / README).write_text(_README_TEXT, encoding="utf-8")
+        (work / README).write_text(README_TEXT, encoding="utf-8")
         if out.exists():
             out.rmdir()
         os.replace(work, out)
@@ -186,7 +189,8 @@ def export(log: LogSource, out_dir: Path | str, *, directories: Callable[[int], 
                          registry_versions=tuple(sorted(versions)))
 
 
-def _write_entries(log: LogSource, work: Path, newest: Checkpoint) -> set[int]:
+def _write_entries(log: LogSource, work: Path, newest: Checkpoint,
+                   progress: Callable[[int, int], None] | None) -> set[int]:
     """Write entries 0..size-1 and check them against the checkpoint being exported."""
     versions: set[int] = set()
     cr = merkle.CompactRange()
@@ -199,6 +203,10 @@ def _write_entries(log: LogSource, work: Path, newest: Checkpoint) -> set[int]:
             cr.append(entry.leaf_hash)
             f.write(data)
             f.write(b"\n")
+            if progress is not None and cr.size % PROGRESS_EVERY == 0:
+                progress(cr.size, newest.size)
+    if progress is not None:
+        progress(cr.size, newest.size)
     if cr.root() != newest.root:
         # Never hand out an export the log's own checkpoint contradicts.
         raise AuditError(f"the log's entries 0..{newest.size - 1} do not match its checkpoint")

@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
+from audit.directories import Directories, LoadDocument
 from audit.errors import AuditError
 from audit.export_dir import (
     ENTRIES,
@@ -34,12 +35,10 @@ from keys import (
     b64decode,
     parse_public_key_text,
 )
-from protocols.directory import verify_directory
 from protocols.envelope import EnvelopeRefused, header_codes, parse_header
-from protocols.errors import DirectoryError
 from protocols.log_format import Entry, Evidence
-from protocols.model import Directory, Signature, Submission
-from protocols.policy import Decision, LoggedMessage, decide
+from protocols.model import Signature, Submission
+from protocols.policy import Decision, LoggedMessage, LogView, decide
 
 
 @dataclass(frozen=True)
@@ -83,34 +82,6 @@ class _History:
         return self._by_id.get(message_id, [])
 
 
-class _Directories:
-    """Signed directory versions of the export, verified once each."""
-
-    def __init__(self, path: Path, key: bytes) -> None:
-        self._path = path
-        self._key = key
-        self._cache: dict[int, Directory | str] = {}
-
-    def get(self, version: int) -> Directory | str:
-        if version not in self._cache:
-            self._cache[version] = self._load(version)
-        return self._cache[version]
-
-    def _load(self, version: int) -> Directory | str:
-        name = directory_file(version)
-        try:
-            document = (self._path / name).read_bytes()
-        except OSError:
-            return f"registry/{name} is missing from the export"
-        try:
-            d = verify_directory(document, self._key)
-        except DirectoryError as e:
-            return f"registry/{name}: {e}"
-        if d.version != version:
-            return f"registry/{name} holds version {d.version}"
-        return d
-
-
 _HEADER_FIELDS: Final = ("message_id", "kind", "protocol", "purpose", "sender", "recipient",
                          "in_reply_to", "consent", "subject_informed", "data_categories")
 
@@ -129,8 +100,22 @@ def _signatures(raw: list[dict[str, str]]) -> tuple[Signature, ...] | None:
 _WITHIN_SECOND: Final = timedelta(microseconds=999_999)
 
 
-def _replay_one(entry: Entry, ev: Evidence, history: _History,
-                directories: _Directories) -> Mismatch | None:
+def _file_loader(path: Path) -> LoadDocument:
+    def load(version: int) -> bytes | None:
+        try:
+            return (path / directory_file(version)).read_bytes()
+        except OSError:
+            return None
+
+    return load
+
+
+def replay_one(entry: Entry, ev: Evidence, history: LogView,
+               directories: Directories) -> Mismatch | None:
+    """Re-decide one entry from its evidence; None when the policy agrees with it.
+
+    ``history`` sees the entries before it; ``directories`` the signed versions.
+    """
     recorded = outcome(entry.decision, entry.reason)
 
     def mismatch(detail: str, replayed: str | None = None) -> Mismatch:
@@ -211,7 +196,7 @@ def replay(directory: Path | str, *, registry_key: bytes | None = None,
                 (d / REGISTRY / REGISTRY_KEY).read_text(encoding="ascii"))
         except (OSError, UnicodeDecodeError, KeysError) as e:
             raise AuditError(f"{d}: no usable registry/{REGISTRY_KEY}") from e
-    directories = _Directories(d / REGISTRY, registry_key)
+    directories = Directories(_file_loader(d / REGISTRY), registry_key)
     history = _History()
     out: list[Mismatch] = []
     try:
@@ -231,7 +216,7 @@ def replay(directory: Path | str, *, registry_key: bytes | None = None,
                                         f"cannot replay: {f.where()}: {f}"))
                     history.add(entry)
                     continue
-                found = _replay_one(entry, ev, history, directories)
+                found = replay_one(entry, ev, history, directories)
                 if found is not None:
                     out.append(found)
                 history.add(entry)

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from audit.errors import AuditError
-from audit.export_dir import ENTRIES, Failure, LineReader, read_entries
+from audit.export_dir import (
+    ENTRIES,
+    PROGRESS_EVERY,
+    Failure,
+    LineReader,
+    Progress,
+    read_entries,
+)
 from protocols.log_format import Entry
 from protocols.model import amqp_user
 
@@ -38,6 +45,10 @@ class ReportFilters:
     ground: str | None = None
     #: The AMQP user that published (``org.unit``), or the unit's address (``org/unit``).
     publisher: str | None = None
+    kind: str | None = None
+    reason: str | None = None
+    #: The consent status: given, not_sought or refused.
+    consent: str | None = None
 
     def admits(self, e: Entry) -> bool:
         day = e.at[:10]
@@ -55,9 +66,24 @@ class ReportFilters:
             return False
         if self.decision is not None and e.decision != self.decision:
             return False
-        if self.publisher is not None and e.publisher != _user(self.publisher):
+        if self.publisher is not None and e.publisher != self.publisher_user:
+            return False
+        if self.kind is not None and e.kind != self.kind:
+            return False
+        if self.reason is not None and e.reason != self.reason:
+            return False
+        if self.consent is not None and (e.consent or {}).get("status") != self.consent:
             return False
         return self.ground is None or (e.consent or {}).get("ground") == self.ground
+
+    @property
+    def publisher_user(self) -> str | None:
+        return None if self.publisher is None else _user(self.publisher)
+
+    def given(self) -> dict[str, str]:
+        """The filters that are set, as text (dates as YYYY-MM-DD)."""
+        return {k: (v.isoformat() if isinstance(v, date) else str(v))
+                for k, v in asdict(self).items() if v is not None}
 
 
 def _user(publisher: str) -> str:
@@ -126,9 +152,16 @@ class Report:
     #: routed shares without consent: ground -> {"not_sought": n, "refused": m}
     without_consent_by_ground: dict[str, Counter[str]] = field(default_factory=dict)
 
-    def add(self, e: Entry) -> None:
+    #: Entries counted, whether or not their rows are kept.
+    entries: int = 0
+    routed: int = 0
+
+    def add(self, e: Entry, *, keep: bool = True) -> None:
         row = ReportRow.of(e)
-        self.rows.append(row)
+        self.entries += 1
+        self.routed += row.decision == "routed"
+        if keep:
+            self.rows.append(row)
         key = (row.purpose or "-", row.time[:7])
         self.by_purpose_month.setdefault(key, Counter())[row.decision] += 1
         if row.decision == "refused":
@@ -138,8 +171,8 @@ class Report:
                 row.consent] += 1
 
     def summary_lines(self) -> list[str]:
-        routed = sum(1 for r in self.rows if r.decision == "routed")
-        lines = [f"{len(self.rows)} entries: {routed} routed, {len(self.rows) - routed} refused"]
+        lines = [f"{self.entries} entries: {self.routed} routed, "
+                 f"{self.entries - self.routed} refused"]
         for (purpose, month), c in sorted(self.by_purpose_month.items()):
             lines.append(f"{month} {purpose}: {c['routed']} routed, {c['refused']} refused")
         for reason, n in sorted(self.refusals_by_reason.items()):
@@ -193,8 +226,11 @@ class Report:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
 
-def report(directory: Path | str, filters: ReportFilters | None = None) -> Report:
+def report(directory: Path | str, filters: ReportFilters | None = None, *,
+           progress: Progress | None = None, rows: bool = True) -> Report:
     """Who shared what with whom, with counts, over an export's entries.
+
+    ``rows=False`` keeps the counts only (a summary of a large log).
 
     Raises:
         AuditError: entries.jsonl cannot be read or holds a line that is not an entry.
@@ -202,10 +238,14 @@ def report(directory: Path | str, filters: ReportFilters | None = None) -> Repor
     d = Path(directory)
     out = Report(filters or ReportFilters())
     try:
+        total = (d / ENTRIES).stat().st_size
         with open(d / ENTRIES, "rb") as f:
-            for e in read_entries(LineReader(f, ENTRIES, seq_lines=True)):
+            lines = LineReader(f, ENTRIES, seq_lines=True)
+            for e in read_entries(lines):
                 if out.filters.admits(e):
-                    out.add(e)
+                    out.add(e, keep=rows)
+                if progress is not None and lines.line % PROGRESS_EVERY == 0:
+                    progress(lines.line, lines.bytes_read, total)
     except OSError as e:
         raise AuditError(f"{d}: cannot read {ENTRIES} ({e.strerror})") from e
     except Failure as f:

@@ -12,7 +12,8 @@ hash to its entry's ``evidence_sha256``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,10 @@ from audit.export_dir import (
     LOG_KEY,
     PROGRESS_EVERY,
     CheckpointGroup,
-    EvidenceReader,
     Failure,
     LineReader,
     Progress,
+    check_evidence,
     read_checkpoints,
 )
 from keys import (
@@ -131,95 +132,201 @@ def _verifier_for(d: Path, pinned: NoteVerifier | None, warnings: list[str]) -> 
     return own
 
 
-def _verify(d: Path, verifier: NoteVerifier, held_notes: Sequence[str],
-            progress: Progress | None, counts: dict[str, int],
-            result: dict[str, Any]) -> None:
-    held: dict[int, list[tuple[int, Checkpoint]]] = {}
-    for i, note in enumerate(held_notes, 1):
+class TreeCheck:
+    """The checks of wire spec 6.4 over a log read in seq order, one entry at a time.
+
+    Holds O(log n) hashes (a compact range) and the checkpoint groups not yet
+    reached. ``verify`` runs it over an export's files; the log server runs it
+    over the served log as it grows, feeding the checkpoints as they come
+    (:meth:`add_checkpoints`). Every method raises :class:`Failure` at the
+    first problem, naming where.
+    """
+
+    def __init__(self, verifier: NoteVerifier, *, evidence: bool,
+                 held: Sequence[str] = (), entries_file: str = ENTRIES,
+                 checkpoints_file: str = CHECKPOINTS) -> None:
+        self.verifier = verifier
+        self.checkpoints_file = checkpoints_file
+        self.evidence = evidence
+        self.entries_file = entries_file
+        self.cr = merkle.CompactRange()
+        self.checkpoints = 0
+        self.origin: str | None = None
+        self.last_good = -1  # the largest size whose checkpoint matched the entries
+        self.newest: CheckpointGroup | None = None
+        self._groups: Iterator[CheckpointGroup] = iter(())
+        self._pending: CheckpointGroup | None = None
+        self._held: dict[int, list[tuple[int, Checkpoint]]] = {}
+        for i, note in enumerate(held, 1):
+            try:
+                cp = open_checkpoint(note, verifier)
+            except NoteError as e:
+                raise Failure(f"checkpoint {i} you hold does not verify with the log key "
+                              f"{verifier.name}+{verifier.key_hash.hex()}: {e}",
+                              file="--checkpoint") from e
+            self._held.setdefault(cp.size, []).append((i, cp))
+
+    @classmethod
+    def resume(cls, verifier: NoteVerifier, frontier: merkle.CompactRange,
+               newest: CheckpointGroup, *, evidence: bool, checkpoints: int,
+               entries_file: str = ENTRIES, checkpoints_file: str = CHECKPOINTS) -> TreeCheck:
+        """Go on from a tree checked before: ``frontier`` is its compact range and
+        ``newest`` the checkpoint it matched, signed by ``verifier``'s key.
+
+        Raises:
+            Failure: the frontier is not the tree that checkpoint signs.
+        """
+        (line, first), *_ = newest.items
+        if newest.size != frontier.size or first.root != frontier.root():
+            raise Failure(f"the tree checked before does not match the checkpoint of size "
+                          f"{newest.size}", file=checkpoints_file, line=line)
+        check = cls(verifier, evidence=evidence, entries_file=entries_file,
+                    checkpoints_file=checkpoints_file)
+        check.cr = frontier
+        check.checkpoints = checkpoints
+        check.origin = first.origin
+        check.last_good = newest.size
+        check.newest = newest
+        return check
+
+    @property
+    def size(self) -> int:
+        return self.cr.size
+
+    def add_checkpoints(self, groups: Iterator[CheckpointGroup]) -> None:
+        """Checkpoints to meet as the entries grow, smallest first, after any given before."""
+        self._groups = itertools.chain(self._groups, groups)
+        if self._pending is None:
+            self._pending = next(self._groups, None)
+        self.settle()
+
+    @property
+    def newest_note(self) -> str | None:
+        """The newest checkpoint that matched the entries, as signed."""
+        return None if self.newest is None else self.newest.note
+
+    def add(self, raw: bytes, evidence_line: bytes | None = None) -> Entry:
+        """Check the next entry (its exact bytes) and, when the log has evidence, its line.
+
+        Raises:
+            Failure: not a canonical entry, out of seq, evidence that is not its own, or
+                a checkpoint this entry completes does not match.
+        """
+        entry = self.take(raw, evidence_line)
+        self.settle()
+        return entry
+
+    def take(self, raw: bytes, evidence_line: bytes | None = None) -> Entry:
+        """:meth:`add` without meeting the checkpoints it completes; call :meth:`settle`.
+
+        Raises:
+            Failure: not a canonical entry, out of seq, or evidence that is not its own.
+        """
+        seq = self.cr.size
+        where: dict[str, Any] = {"file": self.entries_file, "line": seq + 1, "seq": seq}
         try:
-            cp = open_checkpoint(note, verifier)
-        except NoteError as e:
-            raise Failure(f"checkpoint {i} you hold does not verify with the log key "
-                           f"{verifier.name}+{verifier.key_hash.hex()}: {e}",
-                           file="--checkpoint") from e
-        held.setdefault(cp.size, []).append((i, cp))
+            entry = Entry.from_bytes(raw)
+        except EntryFormatError as e:
+            raise Failure(f"not a canonical entry ({e})", **where) from e
+        if entry.seq != seq:
+            raise Failure(f"seq {entry.seq} where seq {seq} belongs: entries were removed, "
+                          "inserted or reordered", **where)
+        if self.evidence:
+            if evidence_line is None:
+                raise Failure("evidence.jsonl ends before entries.jsonl", file=EVIDENCE,
+                              line=seq + 1, seq=seq)
+            check_evidence(entry, evidence_line, seq + 1)
+        self.cr.append(entry.leaf_hash)
+        return entry
 
-    groups = read_checkpoints(d / CHECKPOINTS, verifier)
-    pending = next(groups, None)
-    last_good = -1  # the largest size whose checkpoint matched the entries
-    newest: CheckpointGroup | None = None
-    cr = merkle.CompactRange()
+    def settle(self) -> None:
+        """Meet the checkpoints whose size the entries have reached.
 
-    def settle() -> None:
-        nonlocal pending, last_good, newest
-        size = cr.size
-        while pending is not None and pending.size == size:
-            (first_line, first), *rest = pending.items
+        Raises:
+            Failure: such a checkpoint does not match, or the log forked.
+        """
+        size = self.cr.size
+        while self._pending is not None and self._pending.size <= size:
+            group = self._pending
+            (first_line, first), *rest = group.items
+            if group.size < size:
+                raise Failure(f"the checkpoint of size {group.size} comes after entries "
+                              f"0..{size - 1} were read: checkpoints are listed smallest "
+                              "first", file=self.checkpoints_file, line=first_line)
             for line, other in rest:
                 if other.root != first.root:
                     raise Failure(f"lines {first_line} and {line} both sign size {size} with "
-                                   "different roots: the log has forked", file=CHECKPOINTS,
-                                   line=line)
-            if first.root != cr.root():
-                after = (f"after seq {last_good - 1}, where the previous checkpoint matched"
-                         if last_good > 0 else "from seq 0")
+                                  "different roots: the log has forked", file=self.checkpoints_file,
+                                  line=line)
+            if first.root != self.cr.root():
+                after = (f"after seq {self.last_good - 1}, where the previous checkpoint "
+                         "matched" if self.last_good > 0 else "from seq 0")
                 raise Failure(f"the checkpoint of size {size} does not match entries "
-                               f"0..{size - 1}: an entry {after} up to seq {size - 1} was "
-                               "changed, removed, inserted or reordered", file=CHECKPOINTS,
-                               line=first_line)
-            counts["checkpoints"] += len(pending.items)
-            result["origin"] = first.origin
-            last_good = size
-            newest = pending
-            pending = next(groups, None)
-        for i, cp in held.get(size, ()):
-            if cp.root != cr.root():
+                              f"0..{size - 1}: an entry {after} up to seq {size - 1} was "
+                              "changed, removed, inserted or reordered",
+                              file=self.checkpoints_file, line=first_line)
+            self.checkpoints += len(group.items)
+            self.origin = first.origin
+            self.last_good = size
+            self.newest = group
+            self._pending = next(self._groups, None)
+        for i, cp in self._held.get(size, ()):
+            if cp.root != self.cr.root():
                 raise Failure(f"the checkpoint you hold (size {size}) does not match entries "
-                               f"0..{size - 1}: the log has been rewritten since",
-                               file="--checkpoint", line=i)
+                              f"0..{size - 1}: the log has been rewritten since",
+                              file="--checkpoint", line=i)
 
-    total = (d / ENTRIES).stat().st_size
+    def finish(self) -> bytes:
+        """The last checks, once every entry is read: coverage (6.4). Returns the root.
+
+        Raises:
+            Failure: a checkpoint or held checkpoint beyond the entries, no checkpoint, or
+                entries the newest checkpoint does not cover.
+        """
+        size = self.cr.size
+        if self._pending is not None:
+            raise Failure(f"the checkpoint of size {self._pending.size} covers more entries "
+                          f"than the {size} in entries.jsonl: entries from seq {size} on "
+                          "were removed", file=CHECKPOINTS,
+                          line=self._pending.items[0][0])
+        beyond = sorted(s for s in self._held if s > size)
+        if beyond:
+            raise Failure(f"the checkpoint you hold covers {beyond[0]} entries but the export "
+                          f"holds {size}: the log was truncated or rolled back",
+                          file="--checkpoint", line=self._held[beyond[0]][0][0])
+        if self.newest is None:
+            raise Failure("no checkpoint: nothing signs these entries", file=CHECKPOINTS)
+        if self.newest.size != size:
+            raise Failure(f"the newest checkpoint covers {self.newest.size} of {size} "
+                          f"entries: entries from seq {self.newest.size} on are not signed",
+                          file=self.entries_file, line=self.newest.size + 1,
+                          seq=self.newest.size)
+        return self.cr.root()
+
+
+def _verify(d: Path, verifier: NoteVerifier, held_notes: Sequence[str],
+            progress: Progress | None, counts: dict[str, int],
+            result: dict[str, Any]) -> None:
     evidence_path = d / EVIDENCE
+    check = TreeCheck(verifier, evidence=evidence_path.exists(), held=held_notes)
+    check.add_checkpoints(read_checkpoints(d / CHECKPOINTS, verifier))
+    total = (d / ENTRIES).stat().st_size
     with open(d / ENTRIES, "rb") as entries, (
-            open(evidence_path, "rb") if evidence_path.exists() else nullcontext()) as ev_stream:
-        reader = None if ev_stream is None else EvidenceReader(ev_stream)
-        settle()
+            open(evidence_path, "rb") if check.evidence else nullcontext()) as ev_stream:
+        ev_lines = None if ev_stream is None else LineReader(ev_stream, EVIDENCE)
         lines = LineReader(entries, ENTRIES, seq_lines=True)
         for raw in lines:
-            seq = lines.line - 1
-            try:
-                entry = Entry.from_bytes(raw)
-            except EntryFormatError as e:
-                raise lines.fail(f"not a canonical entry ({e})") from e
-            if entry.seq != seq:
-                raise lines.fail(f"seq {entry.seq} where seq {seq} belongs: entries were "
-                                 "removed, inserted or reordered")
-            if reader is not None:
-                reader.next_for(entry)
-            cr.append(entry.leaf_hash)
-            counts["entries"] = cr.size
-            settle()
+            check.add(raw, None if ev_lines is None else ev_lines.read())
+            counts["entries"] = check.size
+            counts["checkpoints"] = check.checkpoints
             if progress is not None and lines.line % PROGRESS_EVERY == 0:
                 progress(lines.line, lines.bytes_read, total)
-        if reader is not None:
-            reader.finish(cr.size)
-    result["evidence"] = reader is not None
-    size = cr.size
-    if pending is not None:
-        raise Failure(f"the checkpoint of size {pending.size} covers more entries than the "
-                       f"{size} in entries.jsonl: entries from seq {size} on were removed",
-                       file=CHECKPOINTS, line=pending.items[0][0])
-    beyond = sorted(s for s in held if s > size)
-    if beyond:
-        raise Failure(f"the checkpoint you hold covers {beyond[0]} entries but the export "
-                       f"holds {size}: the log was truncated or rolled back",
-                       file="--checkpoint", line=held[beyond[0]][0][0])
-    if newest is None:
-        raise Failure("no checkpoint: nothing signs these entries", file=CHECKPOINTS)
-    if newest.size != size:
-        raise Failure(f"the newest checkpoint covers {newest.size} of {size} entries: entries "
-                       f"from seq {newest.size} on are not signed", file=ENTRIES,
-                       line=newest.size + 1, seq=newest.size)
-    if progress is not None and size >= PROGRESS_EVERY:
-        progress(size, total, total)  # the last word, after the periodic ones
-    result["root"] = cr.root()
+        if ev_lines is not None and ev_lines.read() is not None:
+            raise Failure(f"evidence.jsonl has more lines than the {check.size} entries",
+                          file=EVIDENCE, line=ev_lines.line)
+    result["evidence"] = check.evidence
+    result["root"] = check.finish()
+    result["origin"] = check.origin
+    counts["checkpoints"] = check.checkpoints
+    if progress is not None and check.size >= PROGRESS_EVERY:
+        progress(check.size, total, total)  # the last word, after the periodic ones

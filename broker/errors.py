@@ -23,6 +23,12 @@ class TopologyError(BrokerError):
     code = "topology_error"
 
 
+class TopologyUnreachable(TopologyError):
+    """The management API did not answer (down, refused, or TLS failed)."""
+
+    code = "topology_unreachable"
+
+
 class TopologyConflict(TopologyError):
     """An exchange or queue exists already with other properties or arguments.
 
@@ -43,3 +49,15 @@ class DeploymentError(BrokerError):
     """The deployment file is missing, malformed, or names files that cannot be read."""
 
     code = "deployment_error"
+
+
+class ConnectionFailed(BrokerError):
+    """RabbitMQ could not be reached, refused the connection, or failed TLS verification."""
+
+    code = "connection_failed"
+
+
+class ConfigError(BrokerError):
+    """The broker host's configuration is missing, malformed, or names unreadable files."""
+
+    code = "config_error"

@@ -15,6 +15,11 @@ to nothing else on the machine. This module guarantees:
   by the caller, root only): it then listens on that namespace's address
   only, under a long node name (``name@address``), with an epmd of its own,
   so that a test can cut it off from the others (``ip link set ... down``).
+* **TLS when given certificates.** With :class:`NodeTls` the node listens for
+  AMQPS only (no plain AMQP listener) and serves the management API over
+  HTTPS, from copies of the PEM files kept in its data directory (0600).
+* **Private files.** The data directory is 0700; the configuration file,
+  which may hold the administrator's password, is 0600.
 * **Ready means ready.** :meth:`RabbitNode.start` returns only once the
   AMQP listener (the last thing a booting node starts) accepts connections
   and the management API answers ``/api/overview``. On any failure it raises
@@ -49,22 +54,25 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from protocols.amqp import amqp_url_for
 from protocols.envelope import MAX_BODY_BYTES
 
 __all__ = [
     "RABBITMQ_BIN",
     "NodeConfig",
     "NodeError",
+    "NodeTls",
     "RabbitNode",
     "free_ports",
     "start_cluster",
@@ -111,11 +119,25 @@ def _port_is_free(host: str, port: int) -> bool:
 
 
 @dataclass(frozen=True)
+class NodeTls:
+    """PEM files for TLS: the node's certificate (chain) and key, and the CA clients trust."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Where a node lives and what it listens on.
 
-    ``name`` is the short Erlang node name; the node is ``name@localhost`` and
-    must be unique among the Erlang nodes running on this machine.
+    ``name`` is the short Erlang node name; the node is ``name@localhost`` (or
+    ``name@host`` in a network namespace, ``netns``) and must be unique among
+    the Erlang nodes running on this machine. With
+    ``tls`` the node speaks only AMQPS and HTTPS (management). With an
+    ``admin_user`` other than guest, RabbitMQ creates that administrator on
+    first start instead of guest; its password is written only to the node's
+    own configuration file (0600).
     """
 
     name: str
@@ -124,11 +146,16 @@ class NodeConfig:
     management_port: int
     dist_port: int
     host: str = "127.0.0.1"
+    tls: NodeTls | None = None
+    admin_user: str = "guest"
+    admin_password: str = field(default="guest", repr=False)
     #: A network namespace (``ip netns``) to run in; ``host`` is then its address.
     netns: str | None = None
 
     @classmethod
-    def in_directory(cls, data_dir: Path, *, name: str = "infoshare") -> NodeConfig:
+    def in_directory(cls, data_dir: Path, *, name: str = "infoshare",
+                     tls: NodeTls | None = None, admin_user: str = "guest",
+                     admin_password: str = "guest") -> NodeConfig:
         """A config for a node in ``data_dir`` on three freshly chosen free ports."""
         amqp, management, dist = free_ports(3)
         return cls(
@@ -137,6 +164,9 @@ class NodeConfig:
             amqp_port=amqp,
             management_port=management,
             dist_port=dist,
+            tls=tls,
+            admin_user=admin_user,
+            admin_password=admin_password,
         )
 
     @property
@@ -190,6 +220,14 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only (it may hold a password)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    path.chmod(0o600)
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -227,6 +265,7 @@ class RabbitNode:
         path = data_dir / STATE_FILE
         try:
             state = json.loads(path.read_text())
+            tls = state.get("tls")
             config = NodeConfig(
                 name=state["name"],
                 data_dir=data_dir,
@@ -235,6 +274,9 @@ class RabbitNode:
                 dist_port=int(state["dist_port"]),
                 host=state.get("host", "127.0.0.1"),
                 netns=state.get("netns"),
+                tls=None if not tls else NodeTls(Path(tls["cert"]), Path(tls["key"]),
+                                                 Path(tls["ca"])),
+                admin_user=state.get("admin_user", "guest"),
             )
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise NodeError(f"no node state in {path}: {e}") from e
@@ -262,12 +304,21 @@ class RabbitNode:
         return self.data_dir / "server.out"
 
     @property
+    def url(self) -> str:
+        """The AMQP listener without user or vhost, as clients are configured with it."""
+        scheme = "amqps" if self.config.tls else "amqp"
+        return f"{scheme}://{self.config.host}:{self.config.amqp_port}"
+
+    @property
     def amqp_url(self) -> str:
-        return f"amqp://guest:guest@{self.config.host}:{self.config.amqp_port}/%2F"
+        """The AMQP URL as the administrator, in vhost ``/`` (for tests and tools)."""
+        c = self.config
+        return amqp_url_for(self.url, c.admin_user, c.admin_password, "/")
 
     @property
     def management_url(self) -> str:
-        return f"http://{self.config.host}:{self.config.management_port}"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{self.config.host}:{self.config.management_port}"
 
     @property
     def nodename(self) -> str:
@@ -315,7 +366,6 @@ class RabbitNode:
         return list(args)
 
     def _write_files(self) -> None:
-        c = self.config
         d = self.data_dir
         for sub in ("home", "mnesia", "log"):
             (d / sub).mkdir(parents=True, exist_ok=True)
@@ -326,19 +376,49 @@ class RabbitNode:
                 cookie_path.chmod(0o600)
             cookie_path.write_text(cookie)
         cookie_path.chmod(0o400)
-        (d / "rabbitmq.conf").write_text(
-            f"listeners.tcp.1 = {c.host}:{c.amqp_port}\n"
-            f"management.tcp.ip = {c.host}\n"
-            f"management.tcp.port = {c.management_port}\n"
-            f"max_message_size = {MAX_BODY_BYTES}\n"
-            # In a namespace of its own, this machine reaches the node over a private
-            # bridge, not loopback: guest must be let in from there (and can be from
-            # nowhere else: nothing else reaches that bridge).
-            + ("loopback_users = none\n" if c.netns else "loopback_users.guest = true\n")
-        )
+        _write_private(d / "rabbitmq.conf", self._rabbitmq_conf())
         (d / "enabled_plugins").write_text("[rabbitmq_management].\n")
         # An empty env file stops the scripts sourcing /etc/rabbitmq/rabbitmq-env.conf.
         (d / "rabbitmq-env.conf").write_text("")
+
+    def _rabbitmq_conf(self) -> str:
+        c = self.config
+        # In a namespace of its own, this machine reaches the node over a private bridge,
+        # not loopback: guest must be let in from there (nothing else reaches it).
+        guest = "loopback_users = none" if c.netns else "loopback_users.guest = true"
+        lines = [guest, f"max_message_size = {MAX_BODY_BYTES}"]
+        if c.admin_user != "guest":
+            # Made on first start instead of guest, as an administrator of vhost "/".
+            lines += [f"default_user = {c.admin_user}", f"default_pass = {c.admin_password}"]
+        if c.tls is None:
+            lines += [f"listeners.tcp.1 = {c.host}:{c.amqp_port}",
+                      f"management.tcp.ip = {c.host}",
+                      f"management.tcp.port = {c.management_port}"]
+            return "\n".join(lines) + "\n"
+        tls_dir = self.data_dir / "tls"
+        tls_dir.mkdir(mode=0o700, exist_ok=True)
+        files = {}
+        for name, source in (("ca.pem", c.tls.ca), ("cert.pem", c.tls.cert),
+                             ("key.pem", c.tls.key)):
+            try:
+                _write_private(tls_dir / name, Path(source).read_text(encoding="ascii"))
+            except (OSError, UnicodeDecodeError) as e:
+                raise NodeError(f"{source}: cannot read the PEM file") from e
+            files[name] = tls_dir / name
+        lines += ["listeners.tcp = none",
+                  f"listeners.ssl.1 = {c.host}:{c.amqp_port}"]
+        for prefix in ("ssl_options", "management.ssl"):
+            lines += [f"{prefix}.cacertfile = {files['ca.pem']}",
+                      f"{prefix}.certfile = {files['cert.pem']}",
+                      f"{prefix}.keyfile = {files['key.pem']}"]
+        # Clients prove who they are with a password; they present no certificate.
+        lines += ["ssl_options.verify = verify_none",
+                  "ssl_options.fail_if_no_peer_cert = false",
+                  "ssl_options.versions.1 = tlsv1.3",
+                  "ssl_options.versions.2 = tlsv1.2",
+                  f"management.ssl.ip = {c.host}",
+                  f"management.ssl.port = {c.management_port}"]
+        return "\n".join(lines) + "\n"
 
     def _write_state(self) -> None:
         c = self.config
@@ -350,8 +430,11 @@ class RabbitNode:
             "amqp_port": c.amqp_port,
             "management_port": c.management_port,
             "dist_port": c.dist_port,
-            "amqp_url": self.amqp_url,
             "management_url": self.management_url,
+            "url": self.url,
+            "admin_user": c.admin_user,
+            "tls": None if c.tls is None else {
+                "cert": str(c.tls.cert), "key": str(c.tls.key), "ca": str(c.tls.ca)},
             "pgid": self._pgid,
             "pid": self.pid(),
         }
@@ -440,7 +523,8 @@ class RabbitNode:
             # A namespace's ports are its own (and its address is not this one's).
             if not c.netns and not _port_is_free(c.host, port):
                 raise NodeError(f"{what} port {c.host}:{port} is already in use")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.data_dir.chmod(0o700)
         self._write_files()
         deadline = time.monotonic() + timeout
         with self.server_output.open("ab") as out:
@@ -505,17 +589,19 @@ class RabbitNode:
         return True
 
     def management_get(self, path: str, *, timeout: float = 10.0) -> Any:
-        """GET ``path`` from the management API as guest and return the decoded JSON.
+        """GET ``path`` from the management API as the administrator; the decoded JSON.
 
         Raises:
             OSError: the API did not answer (urllib.error.URLError, HTTPError).
             ValueError: the answer was not JSON.
         """
-        token = base64.b64encode(b"guest:guest").decode()
+        c = self.config
+        token = base64.b64encode(f"{c.admin_user}:{c.admin_password}".encode()).decode()
         request = urllib.request.Request(
             self.management_url + path, headers={"Authorization": f"Basic {token}"}
         )
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        context = None if c.tls is None else ssl.create_default_context(cafile=str(c.tls.ca))
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return json.loads(response.read())
 
     def _log_tails(self) -> str:
@@ -623,7 +709,8 @@ def start_cluster(
                 amqp_port=ports[3 * i],
                 management_port=ports[3 * i + 1],
                 dist_port=ports[3 * i + 2],
-                **({} if places is None else {"netns": places[i][0], "host": places[i][1]}),
+                netns=None if places is None else places[i][0],
+                host="127.0.0.1" if places is None else places[i][1],
             ),
             cookie=cookie,
         )

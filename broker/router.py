@@ -59,6 +59,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 
 import pika
@@ -67,6 +68,7 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 
+from broker.connection import connection_parameters
 from broker.transfer_log import LogBatch, LogUnavailable, TransferLog
 from keys import SigningKeyPair
 from protocols.amqp import DELIVER, INGRESS, ingress_name
@@ -173,13 +175,17 @@ class Router:
         prefetch: int = 250,
         directory_refresh: float = 5.0,
         clock: Callable[[], datetime] = utcnow,
+        tls_ca: Path | None = None,
+        health_file: Path | None = None,
     ) -> None:
-        urls = [amqp_url] if isinstance(amqp_url, str) else list(amqp_url)
-        if not urls:
-            raise ValueError("the router needs at least one AMQP URL")
-        self._params = [_parameters(u) for u in urls]
-        # Routers given the same nodes spread over them rather than all start on the first.
+        # Every node of the cluster, tried in turn; routers given the same nodes spread
+        # over them rather than all start on the first.
+        self._params = connection_parameters(
+            [amqp_url] if isinstance(amqp_url, str) else amqp_url, tls_ca=tls_ca)
+        for params in self._params:
+            _tune(params)
         self._attempt = random.randrange(len(self._params))
+        self._health_file = health_file
         self._log = transfer_log
         self._directory = directory
         self._key = broker_key
@@ -431,6 +437,10 @@ class Router:
             except Exception as e:
                 log.error("checkpoint failed (%s)", type(e).__name__)
         self._ticks += 1
+        if self._health_file is not None:
+            # A health check reads the file's age: fresh means consuming.
+            with contextlib.suppress(OSError):
+                self._health_file.touch()
         if self._ticks % 60 == 0:
             s = self.stats
             reasons = " ".join(f"{k}={v}" for k, v in sorted(s.by_reason.items()))
@@ -707,8 +717,7 @@ def _existing_queues(params: pika.ConnectionParameters, names: Sequence[str]) ->
     return found
 
 
-def _parameters(url: str) -> pika.URLParameters:
-    params = pika.URLParameters(url)
+def _tune(params: pika.ConnectionParameters) -> None:
     params.connection_attempts = 1  # the router's own loop retries, on the next node
     # A node that is paused or cut off is noticed within seconds, not minutes: TCP
     # and the AMQP handshake time out, and two missed heartbeats close a connection.
@@ -716,7 +725,6 @@ def _parameters(url: str) -> pika.URLParameters:
     params.stack_timeout = 10
     params.heartbeat = 10
     params.blocked_connection_timeout = 60
-    return params
 
 
 def parse_body(body: bytes) -> ParsedEnvelope | Reason:

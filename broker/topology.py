@@ -58,9 +58,9 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
+import ssl
 import stat
 import urllib.error
 import urllib.parse
@@ -73,7 +73,16 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from broker.errors import CredentialsError, TopologyConflict, TopologyError
+from broker.connection import connection_parameters, tls_context
+from broker.errors import (
+    ConfigError,
+    ConnectionFailed,
+    CredentialsError,
+    TopologyConflict,
+    TopologyError,
+    TopologyUnreachable,
+)
+from broker.host_config import write_private_file
 from protocols.amqp import (
     DELIVER,
     INBOX_PREFIX,
@@ -228,28 +237,13 @@ class Credentials:
         return doc
 
     def _store(self, doc: dict[str, str]) -> None:
-        directory = self.path.parent
         try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = directory / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(doc, f, indent=2, sort_keys=True)
-                    f.write("\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_private_file(self.path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
         except OSError as e:
             raise CredentialsError(f"{self.path}: cannot write ({e.strerror})") from e
+        except ConfigError as e:
+            raise CredentialsError(str(e)) from e
 
     def users(self) -> list[str]:
         return sorted(self._load())
@@ -309,8 +303,10 @@ class ManagementAPI:
     """
 
     def __init__(self, base_url: str, user: str, password: str, *,
-                 timeout: float = 15.0) -> None:
+                 timeout: float = 15.0, tls_ca: Path | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        # An https:// API is verified against the CA file (the system's CAs without one).
+        self._context = tls_context(tls_ca) if base_url.startswith("https:") else None
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         self._auth = f"Basic {token}"
         self._timeout = timeout
@@ -323,7 +319,8 @@ class ManagementAPI:
             # No Accept header: some endpoints (a queue's contents) answer it with 406.
             headers={"Authorization": self._auth, "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+            with urllib.request.urlopen(request, timeout=self._timeout,
+                                        context=self._context) as response:
                 raw = response.read()
                 return response.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as e:
@@ -332,8 +329,11 @@ class ManagementAPI:
             raise TopologyError(f"management API {method} {path}: HTTP {e.code} "
                                 f"{_reason_of(e)}") from e
         except urllib.error.URLError as e:
-            raise TopologyError(f"management API at {self.base_url} unreachable: "
-                                f"{e.reason}") from e
+            reason = e.reason
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                reason = "its TLS certificate is not signed by the configured CA"
+            raise TopologyUnreachable(f"management API at {self.base_url} unreachable: "
+                                      f"{reason}") from e
         except (OSError, ValueError) as e:
             raise TopologyError(f"management API {method} {path}: {type(e).__name__}") from e
 
@@ -353,13 +353,17 @@ class ManagementAPI:
     def delete(self, path: str) -> bool:
         return self._call("DELETE", path)[0] != 404
 
-    def amqp_endpoint(self) -> tuple[str, int]:
-        """Host and port of the node's AMQP listener (the host is the management URL's)."""
+    def amqp_endpoint(self) -> str:
+        """The node's AMQP listener as ``amqp[s]://host:port`` (the host is the management
+        URL's); a TLS listener is preferred."""
         overview = self.get("/api/overview")
         host = urllib.parse.urlsplit(self.base_url).hostname or "127.0.0.1"
-        for listener in (overview or {}).get("listeners", []):
-            if listener.get("protocol") == "amqp":
-                return host, int(listener["port"])
+        found = {str(listener.get("protocol")): int(listener["port"])
+                 for listener in (overview or {}).get("listeners", [])}
+        if "amqp/ssl" in found:
+            return f"amqps://{host}:{found['amqp/ssl']}"
+        if "amqp" in found:
+            return f"amqp://{host}:{found['amqp']}"
         raise TopologyError("the node has no AMQP listener")
 
 
@@ -416,20 +420,22 @@ class _Binding:
 
 def provision(management_url: str, admin_user: str, admin_password: str,
               directory: Directory, credentials: Credentials, *, vhost: str = VHOST,
-              broker_user: str = BROKER_USER, amqp_url: str | None = None) -> ProvisionReport:
+              broker_user: str = BROKER_USER, amqp_url: str | None = None,
+              tls_ca: Path | None = None) -> ProvisionReport:
     """Make ``vhost`` match wire spec section 5 for the units of ``directory``.
 
     New users get a random password, stored in ``credentials`` first. ``amqp_url``
     (any credentials in it are ignored) is where the live emptiness check of a
     removed unit's inbox connects; by default the node's AMQP listener, found
-    through the management API.
+    through the management API. ``tls_ca`` is the CA file that an ``https://``
+    management API and an ``amqps://`` node are verified against.
 
     Raises:
         TopologyConflict: an exchange or queue exists with other properties.
         TopologyError: the management API refused a request or is unreachable.
         CredentialsError: the credentials file cannot be read or written.
     """
-    api = ManagementAPI(management_url, admin_user, admin_password)
+    api = ManagementAPI(management_url, admin_user, admin_password, tls_ca=tls_ca)
     changes = _Changes()
     units = sorted(u.address for u in directory.units())
     wanted_users = {amqp_user(a): unit_permissions(a) for a in units}
@@ -465,7 +471,7 @@ def provision(management_url: str, admin_user: str, admin_password: str,
     _remove_users(api, vhost, set(wanted_users) | {admin_user}, credentials, changes)
     _converge_bindings(api, vhost, wanted_bindings, changes)
     _remove_unit_queues(api, vhost, set(wanted_queues), changes, credentials, broker_user,
-                        amqp_url)
+                        amqp_url, tls_ca)
     report = changes.freeze()
     log.info("provisioned vhost=%s created=%d updated=%d removed=%d kept=%d", vhost,
              len(report.created), len(report.updated), len(report.removed), len(report.kept))
@@ -633,15 +639,15 @@ def _converge_bindings(api: ManagementAPI, vhost: str, wanted: set[_Binding],
 
 
 def _remove_unit_queues(api: ManagementAPI, vhost: str, wanted: set[str], changes: _Changes,
-                        credentials: Credentials, broker_user: str,
-                        amqp_url: str | None) -> None:
+                        credentials: Credentials, broker_user: str, amqp_url: str | None,
+                        tls_ca: Path | None) -> None:
     queues = api.get(_path("queues", vhost), query="columns=name") or []
     stale = sorted(str(q["name"]) for q in queues
                    if str(q.get("name", "")).startswith((INBOX_PREFIX, INGRESS_PREFIX))
                    and q["name"] not in wanted)
     if not stale:
         return
-    counts = _live_counts(api, vhost, stale, credentials, broker_user, amqp_url)
+    counts = _live_counts(api, vhost, stale, credentials, broker_user, amqp_url, tls_ca)
     for name in stale:
         if name not in counts:
             changes.kept.append(f"queue {name} (could not check that it is empty)")
@@ -658,7 +664,8 @@ def _remove_unit_queues(api: ManagementAPI, vhost: str, wanted: set[str], change
 
 def _live_counts(api: ManagementAPI, vhost: str, queues: Iterable[str],
                  credentials: Credentials, broker_user: str,
-                 amqp_url: str | None) -> dict[str, tuple[int, int] | None]:
+                 amqp_url: str | None, tls_ca: Path | None
+                 ) -> dict[str, tuple[int, int] | None]:
     """Ready messages and consumers of each queue, asked of the queue itself over AMQP.
 
     A passive declare needs no permission on the queue, so the broker's user
@@ -667,13 +674,9 @@ def _live_counts(api: ManagementAPI, vhost: str, queues: Iterable[str],
     """
     counts: dict[str, tuple[int, int] | None] = {}
     try:
-        if amqp_url is None:
-            host, port = api.amqp_endpoint()
-            base = f"amqp://{host}:{port}"
-        else:
-            base = amqp_url
+        base = api.amqp_endpoint() if amqp_url is None else amqp_url
         url = amqp_url_for(base, broker_user, credentials.password(broker_user), vhost)
-        params = pika.URLParameters(url)
+        params = connection_parameters([url], tls_ca=tls_ca)[0]
         params.connection_attempts = 2
         params.socket_timeout = 10
         params.blocked_connection_timeout = 10
@@ -689,7 +692,7 @@ def _live_counts(api: ManagementAPI, vhost: str, queues: Iterable[str],
                 counts[name] = (int(ok.message_count), int(ok.consumer_count))
                 channel.close()
     except (pika.exceptions.AMQPError, OSError, ValueError, CredentialsError,
-            TopologyError) as e:
+            TopologyError, ConnectionFailed) as e:
         log.warning("live check of removed inboxes failed (%s); keeping them",
                     type(e).__name__)
     return counts

@@ -40,6 +40,8 @@ their messages name sequence numbers and hashes, never entry contents.
 from __future__ import annotations
 
 import enum
+import os
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -181,6 +183,7 @@ def _engine_for(url: str, *, must_exist: bool) -> Engine:
         if must_exist and not Path(parsed.database).is_file():
             # Connecting would create an empty database where a log was expected.
             raise TransferLogError("there is no transfer log at this URL")
+        _create_private(Path(parsed.database))
         # The driver must not begin transactions itself: writers begin with
         # BEGIN IMMEDIATE, which takes the write lock before reading the frontier.
         engine = sa.create_engine(parsed, isolation_level="AUTOCOMMIT",
@@ -192,6 +195,17 @@ def _engine_for(url: str, *, must_exist: bool) -> Engine:
     # A server that is away must fail a connection attempt quickly: the router holds
     # its messages and tries again rather than hanging on one attempt.
     return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+
+def _create_private(path: Path) -> None:
+    """Create a new SQLite file 0600: SQLite gives its -wal and -shm files the mode of
+    the database file, so none of the three is ever readable by others."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise TransferLogError(f"cannot create the transfer log file ({e.strerror})") from e
 
 
 def _aware(now: datetime) -> datetime:
@@ -424,6 +438,32 @@ class TransferLog:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def backup(self, target: Path) -> int:
+        """Copy a log on SQLite to a new file (0600) while routers keep writing, with
+        SQLite's online backup: the copy is the log as of one committed transaction.
+        Returns the number of entries in the copy.
+
+        Raises:
+            TransferLogError: the log is on PostgreSQL (back it up with pg_dump), or
+                ``target`` exists or cannot be written.
+        """
+        if not self._sqlite:
+            raise TransferLogError("the log is on PostgreSQL: back it up with pg_dump")
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as e:
+            raise TransferLogError(f"{target}: cannot create the backup ({e.strerror})") from e
+        copy = sqlite3.connect(target)
+        try:
+            with self._engine.connect() as conn:
+                conn.connection.dbapi_connection.backup(copy)  # type: ignore[union-attr]
+            (size,) = copy.execute("SELECT size FROM frontier").fetchone()
+        except (sqlite3.Error, sa.exc.SQLAlchemyError) as e:
+            raise TransferLogError(f"the backup failed ({type(e).__name__})") from e
+        finally:
+            copy.close()
+        return int(size)
 
     @property
     def origin(self) -> str:

@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -24,20 +25,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
 from agency.client import AgencyClient
-from agency.deployment import Deployment
+from agency.gateway.home import GatewayHome
 from audit import export as audit_export
 from audit import replay as audit_replay
 from audit import report as audit_report
 from audit import verify as audit_verify
+from broker.host_config import BrokerConfig
 from broker.node import NodeConfig, RabbitNode
 from broker.router import DirectoryHolder, Router
 from broker.topology import Credentials, amqp_url_for, provision
 from broker.transfer_log import TransferLog
-from keys import EncryptionKeyPair, NoteSigner, SigningKeyPair, new_keys, write_public_key
+from infoshare.gateways import AccountSpec, RegistryAdmin, RunningGateway, start_gateway
+from keys import NoteSigner, new_keys, write_public_key
 from protocols.envelope import Notice
 from protocols.model import Consent, GroundId, amqp_user
 from registry.app import create_app
@@ -62,15 +66,24 @@ UNITS = (
     "wy-police/intelligence-bureau",
     "bradford-mdc/front-door",
 )
-MANAGER = ("leeds-cc", "leeds-cc-mgr-01", "Head of Service, Children's Social Care")
-
-
-@dataclass
-class Unit:
-    address: str
-    signing: SigningKeyPair
-    encryption: EncryptionKeyPair
-    client: AgencyClient | None = None
+MANAGER_ACCOUNT = AccountSpec("dana.manager", "leeds-cc/safeguarding-partnership", "manager",
+                              "demo-manager-pw", manager_id="leeds-cc-mgr-01",
+                              manager_passphrase="demo-manager-passphrase")
+#: Sign-ins the demo makes (invented people; local accounts, printed with --keep-running).
+ACCOUNTS = {
+    "leeds-cc": (
+        AccountSpec("sam.teacher", "leeds-cc/education-safeguarding", "practitioner",
+                    "demo-practitioner-pw"),
+        AccountSpec("ali.manager", "leeds-cc/education-safeguarding", "manager",
+                    "demo-manager-pw", manager_id="leeds-cc-mgr-02",
+                    manager_passphrase="demo-manager-passphrase"),
+        MANAGER_ACCOUNT,
+    ),
+    "wy-police": (
+        AccountSpec("pat.officer", "wy-police/marac-coordinator", "practitioner",
+                    "demo-practitioner-pw"),
+    ),
+}
 
 
 @dataclass
@@ -123,9 +136,9 @@ def run_demo(home: Path, *, keep_running: bool = False, fresh: bool = True) -> i
     try:
         return _with_node(home, node, now, keep_running)
     finally:
-        if not keep_running:
-            node.stop()
-            _say("   RabbitMQ node stopped")
+        # With --keep-running this is reached only once Ctrl-C stopped the rest.
+        node.stop()
+        _say("   RabbitMQ node stopped")
 
 
 def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) -> int:
@@ -140,34 +153,20 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
     registry_key = signing.public
     store = Store(data_dir.database_url, signing_key=signing)
     store.create_tables()
-    admin_id, _ = store.create_token("admin", "demo information governance officer",
-                                     actor="demo:setup")
+    admin_id, admin_token = store.create_token("admin", "demo information governance officer",
+                                               actor="demo:setup")
     store.initialise(actor=f"token:{admin_id}")
     tokens = {role: store.create_token(role, f"demo {role}", actor=f"token:{admin_id}")[1]
               for role in ("auditor", "agency")}
     store.load_protocol(PROTOCOL_FILE.read_text(encoding="utf-8"), actor=f"token:{admin_id}")
 
-    # Keys and their public key files, registered as an administrator would:
-    # each file says whose key it is and proves its holder has it.
-    valid_from = now - timedelta(minutes=1)
-    ig_officer = f"token:{admin_id}"
+    # The broker's key and its public key file, registered as an administrator would:
+    # the file says whose key it is and proves its holder has it. The units' and the
+    # managers' keys are made by their gateways and registered through the API below.
     broker_keys = new_keys("broker", "broker")
     broker_key = broker_keys.signing
-    store.register_keys(KeyOwner("broker", "broker"), broker_keys.files, valid_from,
-                        actor=ig_officer)
-    units: dict[str, Unit] = {}
-    for addr in UNITS:
-        made = new_keys("unit", addr)
-        assert made.encryption is not None
-        store.register_keys(KeyOwner("unit", addr), made.files, valid_from, actor=ig_officer)
-        units[addr] = Unit(addr, made.signing, made.encryption)
-    org, manager_id, title = MANAGER
-    store.register_manager(manager_id, org, title, actor=ig_officer)
-    manager_keys = new_keys("manager", org, manager_id)
-    manager_key = manager_keys.signing
-    store.register_keys(store.manager_keys(manager_id), manager_keys.files, valid_from,
-                        actor=ig_officer)
-    _say(f"   registry version {store.directory().version}: {len(units)} units, one manager")
+    store.register_keys(KeyOwner("broker", "broker"), broker_keys.files,
+                        now - timedelta(minutes=1), actor=f"token:{admin_id}")
 
     with _serve_registry(store, data_dir.session_secret()) as registry_url:
         _say(f"   serving the registry at {registry_url}")
@@ -180,16 +179,40 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
         provision(node.management_url, "guest", "guest", directory, credentials)
         amqp_base = node.amqp_url
 
-        deployment = Deployment(
-            amqp_url=amqp_base, vhost="infoshare", registry_url=registry_url,
-            registry_key=str(registry_dir / "registry-key.pub"),
-            broker_key=str(home / "broker-key.pub"),
-            credentials=str(home / "credentials.json"), agency_token=agency_token,
-        )
-        write_public_key(home / "broker-key.pub", broker_key.public)
-        deployment.save(home)
+        # The broker host's configuration, as broker init writes it: the bundles read it.
+        write_public_key(home / "broker.signing.pub", broker_key.public)
+        BrokerConfig(home=home, origin=ORIGIN, amqp_urls=(node.url,),
+                     management_url=node.management_url, vhost="infoshare", tls_ca=None,
+                     registry_url=registry_url, registry_key=registry_dir / "registry-key.pub",
+                     log_database={"url": f"sqlite:///{home / 'transfer-log.db'}"}).save()
 
-        _say("4. starting the router ...")
+        _say("4. two gateways, each from its organisation's bundle: Leeds and the police ...")
+        passphrase = secrets.token_urlsafe(24).encode("ascii")
+        # The administrator registers each gateway's public key files, and gives it a
+        # token, through the registry's API.
+        admin = RegistryAdmin(registry_url, admin_token)
+        gateways = {
+            org: start_gateway(home=home / "gateways" / org, org=org, broker_home=home,
+                               registry=admin, passphrase=passphrase,
+                               valid_from=now - timedelta(minutes=1), accounts=accounts,
+                               case_units=tuple(u for u in UNITS if u.startswith(org + "/")))
+            for org, accounts in ACCOUNTS.items()}
+        for gw in gateways.values():
+            _say(f"   {gw.org}: {gw.url} ({len(gw.tokens)} case systems)")
+        # To follow docs/gateway.md on this machine: an agency token for a third gateway,
+        # and the administrator's token, to register its keys through the API.
+        (home / "tokens").mkdir(mode=0o700, exist_ok=True)
+        for name, secret in (
+                ("kirklees-mbc-gateway.token",
+                 admin.post("/tokens", {"role": "agency",
+                                        "label": "gateway kirklees-mbc"})["secret"]),
+                ("admin.token", admin_token)):
+            fd = os.open(home / "tokens" / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(secret + "\n")
+        _say(f"   registry version {store.directory().version}: unit keys registered")
+
+        _say("5. starting the router ...")
         log_path = home / "transfer-log.db"
         transfer_log = TransferLog.open(f"sqlite:///{log_path}",
                                         signer=NoteSigner(ORIGIN, broker_key), origin=ORIGIN)
@@ -205,20 +228,19 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
         if not router.ready.wait(30):
             raise click.ClickException("the router did not start")
 
-        for unit in units.values():
-            user = amqp_user(unit.address)
-            unit.client = AgencyClient(
-                unit=unit.address,  # type: ignore[arg-type]
-                amqp_url=amqp_url_for(amqp_base, user, credentials.password(user), "infoshare"),
-                signing_key=unit.signing, encryption_keys=[unit.encryption],
-                directory=registry.directory, broker_key=broker_key.public,
-                state_dir=home / "agencies" / user / "state",
-            )
-
-        _say("5. the exchange:")
-        outcomes = _scenario(home, units, manager_key)
-        router.stop()
-        router_thread.join(timeout=30)
+        _say("6. the exchange, through the gateways' API:")
+        try:
+            outcomes = _scenario(home, gateways, passphrase, broker_key.public)
+        except BaseException:
+            for gw in gateways.values():
+                gw.stop()
+            router.stop()
+            raise
+        if not keep_running:
+            for gw in gateways.values():
+                gw.stop()
+            router.stop()
+            router_thread.join(timeout=30)
         transfer_log.checkpoint(datetime.now(UTC))
 
         _say("")
@@ -234,7 +256,7 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
              "that opened the messages, routed")
 
         _say("")
-        _say("6. audit: export, verify, replay, report ...")
+        _say("7. audit: export, verify, replay, report ...")
         auditor = RegistryClient(registry_url, tokens["auditor"], registry_key)
         export_dir = home / "audit-export"
         audit_export(transfer_log, export_dir, directories=auditor.signed_directory,
@@ -247,107 +269,193 @@ def _with_node(home: Path, node: RabbitNode, now: datetime, keep_running: bool) 
         for line in report.summary_lines():
             _say(f"   {line}")
         _say(f"   export written to {export_dir}")
-        transfer_log.close()
         ok = result.ok and not mismatches
         if keep_running:
-            _say("--keep-running: the RabbitMQ node stays up; stop it with "
-                 f"`infoshare node stop --data-dir {home / 'rabbitmq'}`")
+            _say("")
+            _say("--keep-running: the gateways, the registry, the router and the RabbitMQ "
+                 "node stay up until Ctrl-C")
+            for org, gw in gateways.items():
+                _say(f"   {org} gateway: {gw.url}/")
+                for spec in ACCOUNTS[org]:
+                    _say(f"     sign in as {spec.username} / {spec.password} ({spec.role}, "
+                         f"{spec.unit})" + (f"; manager passphrase {spec.manager_passphrase}"
+                                            if spec.manager_passphrase else ""))
+            # Ctrl-C, or SIGTERM (a background job ignores SIGINT), stops everything.
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                _say("stopping ...")
+            for gw in gateways.values():
+                gw.stop()
+            router.stop()
+            router_thread.join(timeout=30)
+        transfer_log.close()
         return 0 if ok else 1
+
+
+def _wait_status(gw: RunningGateway, unit: str, message_id: str,
+                 want: tuple[str, ...]) -> dict[str, Any]:
+    try:
+        return gw.wait_status(unit, message_id, want)
+    except TimeoutError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _wait_inbox(gw: RunningGateway, unit: str, message_id: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, _ = gw.call(unit, "GET", f"/inbox/{message_id}")
+        if status == 200:
+            return
+        time.sleep(0.1)
+    raise click.ClickException(f"{message_id} did not reach {unit}")
+
+
+def _scenario(home: Path, gateways: dict[str, RunningGateway], passphrase: bytes,
+              broker_public: bytes) -> list[Outcome]:
+    out: list[Outcome] = []
+    leeds, police = gateways["leeds-cc"], gateways["wy-police"]
+
+    def send(step: str, gw: RunningGateway, sender: str, body: dict[str, Any],
+             approve: tuple[str, str] | None = None) -> str:
+        status, doc = gw.call(sender, "POST", "/messages", body)
+        if status != 202:
+            raise click.ClickException(f"{step}: {status} {doc.get('reason')} "
+                                       f"{doc.get('message')}")
+        mid = str(doc["message_id"])
+        if approve is not None:
+            username, manager_passphrase = approve
+            manager = gw.gateway.store.account(username)
+            assert manager is not None
+            gw.gateway.approve(mid, manager, manager_passphrase)
+            _say(f"   - {step}: waited for a manager, approved and countersigned")
+        final = _wait_status(gw, sender, mid, ("routed", "refused", "receipted"))
+        decision = "refused" if final["status"] == "refused" else "routed"
+        out.append(Outcome(step, mid, body["kind"], sender, body["recipient"], body["purpose"],
+                           decision, final.get("reason")))
+        _say(f"   - {step}: {decision}" + (f" ({final['reason']})" if final.get("reason")
+                                            else "") + f", log #{final['seq']}")
+        return mid
+
+    def fetch(gw: RunningGateway, unit: str, mid: str) -> None:
+        _wait_inbox(gw, unit, mid)
+
+    # A Leeds social worker shares intelligence about a risk to a child with the police.
+    intel = send("Leeds CSC -> police intelligence (referral)", leeds,
+                 "leeds-cc/childrens-social-care",
+                 {"kind": "referral", "protocol": PROTOCOL, "purpose": "police-intelligence",
+                  "recipient": "wy-police/intelligence-bureau",
+                  "record": {"identity": {"child_ref": "LCC-C-000123"},
+                             "concern": {"summary": "Adults not known to the family seen at "
+                                                    "the address"}},
+                  "reasons": "Possible exploitation; police hold the relevant intelligence",
+                  "consent": "not_sought", "ground": "serious-crime",
+                  "subject_informed": False, "case_reference": "LCC-C-000123"})
+    fetch(police, "wy-police/intelligence-bureau", intel)
+
+    # Police open a section 47 strategy discussion and ask Leeds' front door.
+    request_id = send("police -> Leeds front door (s47 request)", police,
+                      "wy-police/safeguarding-hub",
+                      {"kind": "request", "protocol": PROTOCOL,
+                       "purpose": "section-47-enquiry", "recipient": "leeds-cc/front-door",
+                       "record": {"identity": {"child_ref": "WYP-C-778"}},
+                       "reasons": "Strategy discussion convened today",
+                       "consent": "not_sought", "ground": "child-significant-harm",
+                       "subject_informed": False})
+    fetch(leeds, "leeds-cc/front-door", request_id)
+    response_id = send("Leeds front door -> police (s47 response)", leeds,
+                       "leeds-cc/front-door",
+                       {"kind": "response", "protocol": PROTOCOL,
+                        "purpose": "section-47-enquiry",
+                        "recipient": "wy-police/safeguarding-hub", "in_reply_to": request_id,
+                        "record": {"household": {"members": 4},
+                                   "concern": {"open_plan": "child in need"}},
+                        "reasons": "Relevant to the strategy discussion",
+                        "consent": "not_sought", "ground": "child-significant-harm",
+                        "subject_informed": False})
+    fetch(police, "wy-police/safeguarding-hub", response_id)
+
+    # A school refers to early help without consent: the gateway refuses it before
+    # anything is sent; a client that skips the check is refused by the broker too.
+    school = "leeds-cc/education-safeguarding"
+    early = {"kind": "referral", "protocol": PROTOCOL, "purpose": "early-help",
+             "recipient": "leeds-cc/early-help",
+             "record": {"identity": {"child_ref": "SCH-0042"},
+                        "education": {"attendance": "falling"}},
+             "reasons": "Attendance concerns", "consent": "not_sought",
+             "ground": "child-significant-harm", "subject_informed": True}
+    status, doc = leeds.call(school, "POST", "/messages", early)
+    _say(f"   - the Leeds gateway refuses the school's early-help referral first: {status} "
+         f"{doc.get('reason')}: {doc.get('message')}")
+    keys = GatewayHome(leeds.home).unit_keys(school, passphrase)
+    bundle = GatewayHome(leeds.home).bundle()
+    with AgencyClient(
+            unit=school,  # type: ignore[arg-type]
+            amqp_url=[amqp_url_for(n, amqp_user(school), bundle.password(school),
+                                   bundle.vhost) for n in bundle.amqp_nodes],
+            signing_key=keys.signing, encryption_keys=keys.encryption,
+            directory=leeds.gateway.directory.get, broker_key=broker_public,
+            state_dir=home / "unchecked-client" / "state") as bare:
+        sent = bare.send(kind="referral", protocol=PROTOCOL, purpose="early-help",
+                         recipient="leeds-cc/early-help", record=early["record"],  # type: ignore[arg-type]
+                         reasons="Attendance concerns",
+                         consent=Consent("not_sought", GroundId("child-significant-harm")),
+                         subject_informed=True, precheck=False)
+    # The broker's notice comes to the school's queue, which the Leeds gateway reads.
+    notice = _wait_notice(leeds.gateway.client(school), sent.message_id)
+    out.append(Outcome("school -> Leeds early help, no consent", sent.message_id, "referral",
+                       school, "leeds-cc/early-help", "early-help", notice.decision,
+                       notice.reason))
+    _say(f"   - school -> Leeds early help, no consent: {notice.decision} ({notice.reason}), "
+         "by the broker, for a client that skipped the check")
+
+    # A case review asks the police for records; a manager must approve; the police decline.
+    review_id = send("partnership -> police (case review request)", leeds,
+                     "leeds-cc/safeguarding-partnership",
+                     {"kind": "request", "protocol": PROTOCOL,
+                      "purpose": "case-review-records",
+                      "recipient": "wy-police/safeguarding-hub",
+                      "record": {"identity": {"child_ref": "CSPR-2026-07"}},
+                      "reasons": "Rapid review", "consent": "not_sought",
+                      "ground": "child-significant-harm", "subject_informed": True},
+                     approve=(MANAGER_ACCOUNT.username,
+                              MANAGER_ACCOUNT.manager_passphrase or ""))
+    fetch(police, "wy-police/safeguarding-hub", review_id)
+    declined_id = send("police -> partnership (declined)", police,
+                       "wy-police/safeguarding-hub",
+                       {"kind": "declined", "protocol": PROTOCOL,
+                        "purpose": "case-review-records",
+                        "recipient": "leeds-cc/safeguarding-partnership",
+                        "in_reply_to": review_id, "record": {},
+                        "reasons": "Disclosure would prejudice an ongoing investigation",
+                        "subject_informed": True})
+    fetch(leeds, "leeds-cc/safeguarding-partnership", declined_id)
+    # Opening a record sends its receipt; wait until each sender sees "received".
+    for gw, unit, mid in ((leeds, "leeds-cc/childrens-social-care", intel),
+                          (police, "wy-police/safeguarding-hub", request_id),
+                          (leeds, "leeds-cc/front-door", response_id),
+                          (leeds, "leeds-cc/safeguarding-partnership", review_id),
+                          (police, "wy-police/safeguarding-hub", declined_id)):
+        _wait_status(gw, unit, mid, ("receipted",))
+    return out
 
 
 def _wait_notice(client: AgencyClient, message_id: str, timeout: float = 20.0) -> Notice:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        client.receive(client.state_dir.parent / "inbox", idle_timeout=0.3)
-        found = client.notices(message_id)
+        found = client.store.notices(message_id)
         if found:
             return found[-1]
+        time.sleep(0.1)
     raise click.ClickException(f"no notice for {message_id} within {timeout:.0f}s")
-
-
-def _scenario(home: Path, units: dict[str, Unit], manager_key: SigningKeyPair) -> list[Outcome]:
-    out: list[Outcome] = []
-
-    def client(addr: str) -> AgencyClient:
-        c = units[addr].client
-        assert c is not None
-        return c
-
-    def send(step: str, sender: str, **kw: object) -> str:
-        sent = client(sender).send(**kw)  # type: ignore[arg-type]
-        notice = _wait_notice(client(sender), sent.message_id)
-        out.append(Outcome(step, sent.message_id, str(kw["kind"]), sender, str(kw["recipient"]),
-                           str(kw["purpose"]), notice.decision, notice.reason))
-        _say(f"   - {step}: {notice.decision}" + (f" ({notice.reason})" if notice.reason else ""))
-        return sent.message_id
-
-    def receive(addr: str) -> None:
-        client(addr).receive(home / "agencies" / amqp_user(addr) / "inbox", idle_timeout=0.5)
-
-    # A Leeds social worker shares intelligence about a risk to a child with the police.
-    send("Leeds CSC -> police intelligence (referral)", "leeds-cc/childrens-social-care",
-         kind="referral", protocol=PROTOCOL, purpose="police-intelligence",
-         recipient="wy-police/intelligence-bureau",
-         record={"identity": {"child_ref": "LCC-C-000123"},
-                 "concern": {"summary": "Adults not known to the family seen at the address"}},
-         reasons="Possible exploitation; police hold the relevant intelligence",
-         consent=Consent("not_sought", GroundId("serious-crime")), subject_informed=False)
-    receive("wy-police/intelligence-bureau")
-
-    # Police open a section 47 strategy discussion and ask Leeds' front door.
-    request_id = send("police -> Leeds front door (s47 request)", "wy-police/safeguarding-hub",
-                      kind="request", protocol=PROTOCOL, purpose="section-47-enquiry",
-                      recipient="leeds-cc/front-door",
-                      record={"identity": {"child_ref": "WYP-C-778"}},
-                      reasons="Strategy discussion convened today",
-                      consent=Consent("not_sought", GroundId("child-significant-harm")),
-                      subject_informed=False)
-    receive("leeds-cc/front-door")
-    send("Leeds front door -> police (s47 response)", "leeds-cc/front-door",
-         kind="response", protocol=PROTOCOL, purpose="section-47-enquiry",
-         recipient="wy-police/safeguarding-hub", in_reply_to=request_id,
-         record={"household": {"members": 4}, "concern": {"open_plan": "child in need"}},
-         reasons="Relevant to the strategy discussion",
-         consent=Consent("not_sought", GroundId("child-significant-harm")),
-         subject_informed=False)
-    receive("wy-police/safeguarding-hub")
-
-    # A school refers to early help without consent: the protocol requires consent.
-    send("school -> Leeds early help, no consent", "leeds-cc/education-safeguarding",
-         kind="referral", protocol=PROTOCOL, purpose="early-help",
-         recipient="leeds-cc/early-help",
-         record={"identity": {"child_ref": "SCH-0042"}, "education": {"attendance": "falling"}},
-         reasons="Attendance concerns", consent=Consent("not_sought", GroundId(
-             "child-significant-harm")), subject_informed=True, precheck=False)
-
-    # A case review asks the police for records; the police decline.
-    review_id = send("partnership -> police (case review request)",
-                     "leeds-cc/safeguarding-partnership", kind="request", protocol=PROTOCOL,
-                     purpose="case-review-records", recipient="wy-police/safeguarding-hub",
-                     record={"identity": {"child_ref": "CSPR-2026-07"}},
-                     reasons="Rapid review",
-                     consent=Consent("not_sought", GroundId("child-significant-harm")),
-                     subject_informed=True, approvals=[manager_key])
-    receive("wy-police/safeguarding-hub")
-    send("police -> partnership (declined)", "wy-police/safeguarding-hub", kind="declined",
-         protocol=PROTOCOL, purpose="case-review-records",
-         recipient="leeds-cc/safeguarding-partnership", in_reply_to=review_id, record={},
-         reasons="Disclosure would prejudice an ongoing investigation", consent=None,
-         subject_informed=True)
-    receive("leeds-cc/safeguarding-partnership")
-    # Receipts sent by the receiving units are routed too; collect their notices.
-    for addr in UNITS:
-        receive(addr)
-    time.sleep(0.5)
-    for addr in UNITS:
-        receive(addr)
-    return out
 
 
 @click.command()
 @click.option("--home", type=click.Path(path_type=Path), default=Path("var/demo"),
               show_default=True, help="Where the demo keeps its node, registry, log and keys.")
-@click.option("--keep-running", is_flag=True, help="Leave the RabbitMQ node running afterwards.")
+@click.option("--keep-running", is_flag=True,
+              help="Keep the node, registry, router and gateways running until Ctrl-C.")
 def demo(home: Path, keep_running: bool) -> None:
     """Run the West Yorkshire demo end to end, then audit the transfer log."""
     status = run_demo(home.resolve(), keep_running=keep_running)

@@ -99,6 +99,21 @@ def write_private_key(
         KeyFileError: the file exists already or the passphrase is empty.
         WeakPassphrase: the passphrase is too weak (see :func:`check_passphrase`).
     """
+    text = sealed_private_key_text(kind=kind, owner=owner, private=private, public=public,
+                                   passphrase=passphrase)
+    try:
+        _write_private(path, text)
+    except FileExistsError as e:
+        raise KeyFileError(f"{path} exists already; refusing to overwrite a key") from e
+
+
+def sealed_private_key_text(*, kind: KeyKind, owner: str, private: bytes, public: bytes,
+                            passphrase: bytes) -> str:
+    """The text of a private key file: ``private`` sealed under ``passphrase``.
+
+    Raises:
+        KeyFileError: the passphrase is empty.
+    """
     if not passphrase:
         raise KeyFileError("a passphrase is required to seal a private key")
     check_passphrase(passphrase)
@@ -113,10 +128,7 @@ def write_private_key(
                 "memlimit": MEMLIMIT},
         "sealed": b64encode(bytes(box.encrypt(private))),
     }
-    try:
-        _write_private(path, json.dumps(doc, indent=2) + "\n")
-    except FileExistsError as e:
-        raise KeyFileError(f"{path} exists already; refusing to overwrite a key") from e
+    return json.dumps(doc, indent=2) + "\n"
 
 
 def read_private_key(path: Path, passphrase: bytes) -> PrivateKeyFile:
@@ -132,7 +144,22 @@ def read_private_key(path: Path, passphrase: bytes) -> PrivateKeyFile:
     if mode & 0o077:
         raise KeyFileError(f"{path}: mode {mode:04o} lets others read it; chmod 600 it")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot read ({e.strerror})") from e
+    return open_private_key_text(text, passphrase, where=str(path))
+
+
+def open_private_key_text(text: str, passphrase: bytes, *,
+                          where: str = "private key") -> PrivateKeyFile:
+    """Unseal the text of a private key file.
+
+    Raises:
+        KeyFileError: damaged, or the wrong passphrase.
+    """
+    path = where
+    try:
+        doc = json.loads(text)
         if not isinstance(doc, dict):
             raise KeyFileError(f"{path}: not an infoshare private key file")
         if doc.get("format") != FILE_FORMAT or doc.get("kind") not in ("signing", "encryption"):
@@ -146,8 +173,6 @@ def read_private_key(path: Path, passphrase: bytes) -> PrivateKeyFile:
         public = b64decode(doc["public"])
     except nacl.exceptions.CryptoError as e:
         raise KeyFileError(f"{path}: wrong passphrase or damaged file") from e
-    except OSError as e:
-        raise KeyFileError(f"{path}: cannot read ({e.strerror})") from e
     except (AttributeError, KeyError, TypeError, ValueError, KeyFormatError) as e:
         raise KeyFileError(f"{path}: damaged key file") from e
     kind: KeyKind = doc["kind"]

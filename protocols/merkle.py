@@ -22,13 +22,16 @@ beside its entries; the audit verifier streams an export through it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "CompactRange",
+    "SubtreeHash",
+    "consistency_path",
     "consistency_proof",
+    "inclusion_path",
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
@@ -159,6 +162,11 @@ def _check_size(leaf_hashes: Sequence[bytes], size: int) -> None:
         raise ValueError(f"tree size {size} is outside 0..{len(leaf_hashes)}")
 
 
+#: ``subtree(lo, hi)`` = MTH(D[lo:hi]) for a range that a proof needs: ``lo`` is a
+#: multiple of a power of two at least ``hi - lo``, so the range is one subtree.
+SubtreeHash = Callable[[int, int], bytes]
+
+
 def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, size: int) -> list[bytes]:
     """PATH(index, D[0:size]) of RFC 9162 2.1.3.1, from the leaf's sibling upwards.
 
@@ -166,6 +174,16 @@ def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, size: int) -> list
         ValueError: ``index`` is not below ``size`` or ``size`` exceeds the leaves given.
     """
     _check_size(leaf_hashes, size)
+    return inclusion_path(lambda lo, hi: _mth(leaf_hashes, lo, hi), index, size)
+
+
+def inclusion_path(subtree: SubtreeHash, index: int, size: int) -> list[bytes]:
+    """PATH(index, D[0:size]) with the subtree hashes from ``subtree`` (a store of them,
+    such as a tiled log, needs no list of every leaf).
+
+    Raises:
+        ValueError: ``index`` is not below ``size``.
+    """
     if not 0 <= index < size:
         raise ValueError(f"leaf index {index} is not in a tree of size {size}")
     path: list[bytes] = []
@@ -175,10 +193,10 @@ def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, size: int) -> list
     while hi - lo > 1:
         k = _split(hi - lo)
         if m < k:
-            path.append(_mth(leaf_hashes, lo + k, hi))
+            path.append(subtree(lo + k, hi))
             hi = lo + k
         else:
-            path.append(_mth(leaf_hashes, lo, lo + k))
+            path.append(subtree(lo, lo + k))
             lo, m = lo + k, m - k
     path.reverse()
     return path
@@ -191,6 +209,15 @@ def consistency_proof(leaf_hashes: Sequence[bytes], old: int, new: int) -> list[
         ValueError: not ``0 <= old <= new <= len(leaf_hashes)``.
     """
     _check_size(leaf_hashes, new)
+    return consistency_path(lambda lo, hi: _mth(leaf_hashes, lo, hi), old, new)
+
+
+def consistency_path(subtree: SubtreeHash, old: int, new: int) -> list[bytes]:
+    """PROOF(old, D[0:new]) with the subtree hashes from ``subtree``.
+
+    Raises:
+        ValueError: not ``0 <= old <= new``.
+    """
     if not 0 <= old <= new:
         raise ValueError(f"old size {old} is not in 0..{new}")
     if old == 0 or old == new:
@@ -202,14 +229,14 @@ def consistency_proof(leaf_hashes: Sequence[bytes], old: int, new: int) -> list[
         n = hi - lo
         if m == n:
             if not complete:
-                proof.append(_mth(leaf_hashes, lo, hi))
+                proof.append(subtree(lo, hi))
             break
         k = _split(n)
         if m <= k:
-            proof.append(_mth(leaf_hashes, lo + k, hi))
+            proof.append(subtree(lo + k, hi))
             hi = lo + k
         else:
-            proof.append(_mth(leaf_hashes, lo, lo + k))
+            proof.append(subtree(lo, lo + k))
             lo, m, complete = lo + k, m - k, False
     proof.reverse()
     return proof

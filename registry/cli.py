@@ -177,6 +177,22 @@ def change_command(f: Callable[..., Any]) -> Callable[..., None]:
     return home_option(url_file_option(token_option(json_option(run))))
 
 
+def _check_token_out(path: Path | None) -> None:
+    if path is not None and path.exists():
+        raise RegistryError(f"{path} exists already; choose a new file for the token")
+
+
+def _write_token(path: Path, token_id: str, secret: str, again: str) -> None:
+    """The token's secret alone in a new file only its owner reads (0600)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(secret + "\n")
+    except OSError as e:
+        raise RegistryError(f"{path}: cannot write the token ({e.strerror}); revoke token "
+                            f"{token_id} and {again}") from e
+
+
 @click.group("registry")
 def registry() -> None:
     """The registry: protocols, units, keys and managers, as signed versions."""
@@ -194,8 +210,7 @@ def init(home: Path, database_url_file: Path | None, admin_label: str, token_out
          as_json: bool) -> None:
     """Create a registry: its key, its database (version 0) and a first admin token."""
     with _errors():
-        if token_out is not None and token_out.exists():
-            raise RegistryError(f"{token_out} exists already; choose a new file for the token")
+        _check_token_out(token_out)
         dd, key = create_data_dir(home, passphrase_from_env(), database_url_from(database_url_file))
         store = Store(dd.database_url, signing_key=key)
         try:
@@ -205,13 +220,7 @@ def init(home: Path, database_url_file: Path | None, admin_label: str, token_out
         finally:
             store.close()
         if token_out is not None:
-            try:
-                fd = os.open(token_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w", encoding="ascii") as out:
-                    out.write(secret + "\n")
-            except OSError as e:
-                raise RegistryError(f"{token_out}: cannot write the token ({e.strerror}); "
-                                    f"revoke token {token_id} and run init again") from e
+            _write_token(token_out, token_id, secret, "run init again")
     shown = None if token_out is not None else secret
     if as_json:
         click.echo(json.dumps({"home": str(home), "public_key": str(home / PUBLIC_KEY_FILE),
@@ -440,10 +449,19 @@ def token_command(f: Callable[..., None]) -> Callable[..., None]:
 @token.command("create")
 @click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option("--label", required=True, help="What or who it is for; the history shows it.")
+@click.option("--token-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the secret to this new file (0600) instead of printing it.")
 @token_command
-def token_create(store: Store, actor: str, as_json: bool, role: str, label: str) -> None:
-    """Create a token and print its secret once."""
+def token_create(store: Store, actor: str, as_json: bool, role: str, label: str,
+                 token_out: Path | None) -> None:
+    """Create a token and print its secret once (or write it to --token-out)."""
+    _check_token_out(token_out)
     token_id, secret = store.create_token(role, label, actor=actor)
+    if token_out is not None:
+        _write_token(token_out, token_id, secret, "create another")
+        _print(as_json, {"id": token_id, "role": role, "label": label, "secret": None},
+               f"token {token_id} ({role}) written to {token_out}")
+        return
     _print(as_json, {"id": token_id, "role": role, "label": label, "secret": secret},
            f"token {token_id} ({role}), shown once:\n{secret}")
 

@@ -38,7 +38,7 @@ from registry.errors import (
     UntrustedDirectory,
 )
 
-__all__ = ["RegistryClient", "RemoteVersion"]
+__all__ = ["PresentedToken", "RegistryClient", "RemoteVersion"]
 
 #: A directory of a large deployment is well under this; more is an attack or a bug.
 MAX_RESPONSE = 32 * 1024 * 1024
@@ -51,6 +51,15 @@ class RemoteVersion:
     created_at: datetime
     actor: str
     change: str
+
+
+@dataclass(frozen=True)
+class PresentedToken:
+    """What the registry says of this client's own token: never its secret."""
+
+    id: str
+    role: str
+    label: str
 
 
 class RegistryClient:
@@ -72,6 +81,9 @@ class RegistryClient:
         self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
         self._highest_seen = -1
         self._lock = threading.Lock()
+        # The current directory last verified, and its ETag: asked for again with
+        # If-None-Match, an unchanged directory comes back as 304, without a body.
+        self._current: tuple[str, Directory] | None = None
 
     @property
     def highest_seen(self) -> int:
@@ -79,13 +91,23 @@ class RegistryClient:
         return self._highest_seen
 
     def _get(self, path: str) -> bytes:
-        request = urllib.request.Request(
-            self.base_url + "/api/v1" + path,
-            headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"})
+        body, _ = self._fetch(path)
+        assert body is not None  # no ETag was offered, so the answer has a body
+        return body
+
+    def _fetch(self, path: str, etag: str | None = None) -> tuple[bytes | None, str | None]:
+        """The body and ETag at ``path``; (None, etag) if it still has ``etag`` (HTTP 304)."""
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        if etag is not None:
+            headers["If-None-Match"] = etag
+        request = urllib.request.Request(self.base_url + "/api/v1" + path, headers=headers)
         try:
             with self._opener.open(request, timeout=self._timeout) as response:
                 body: bytes = response.read(MAX_RESPONSE + 1)
+                new_etag = response.headers.get("ETag")
         except urllib.error.HTTPError as e:
+            if e.code == 304 and etag is not None and e.headers.get("ETag") == etag:
+                return None, etag
             raise _translate(e) from e
         except (urllib.error.URLError, OSError, ValueError) as e:
             # ValueError: a malformed base URL. The reason names no secret.
@@ -93,7 +115,7 @@ class RegistryClient:
                                       f"{getattr(e, 'reason', type(e).__name__)}") from e
         if len(body) > MAX_RESPONSE:
             raise RegistryUnavailable("the registry's answer is too large")
-        return body
+        return body, new_etag
 
     def signed_directory(self, version: int | None = None) -> bytes:
         """The signed directory document as served (not yet verified)."""
@@ -107,7 +129,14 @@ class RegistryClient:
                 for, or (for the current one) lower than a version seen before.
             RegistryUnavailable, Unauthenticated, Forbidden, NotFound, Throttled.
         """
-        document = self.signed_directory(version)
+        if version is None:
+            kept = self._current
+            document, etag = self._fetch("/directory", kept[0] if kept else None)
+            if document is None and kept is not None:
+                return kept[1]  # unchanged since it was verified
+        else:
+            document, etag = self._fetch(f"/directory/{int(version)}")
+        assert document is not None
         try:
             d = verify_directory(document, self._pinned)
         except DirectoryError as e:
@@ -120,7 +149,24 @@ class RegistryClient:
                     f"the registry served version {d.version} as current after "
                     f"{self._highest_seen}; refusing to go back")
             self._highest_seen = max(self._highest_seen, d.version)
+            if version is None and etag is not None:
+                self._current = (etag, d)
         return d
+
+    def presented_token(self) -> PresentedToken:
+        """The id, role and label of the token this client presents.
+
+        Raises:
+            Unauthenticated: the registry does not know the token (or it was revoked).
+            Throttled, RegistryUnavailable.
+        """
+        try:
+            doc: Any = json.loads(self._get("/token"))
+            return PresentedToken(id=str(doc["id"]), role=str(doc["role"]),
+                                  label=str(doc["label"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise RegistryUnavailable("the registry's answer about the token is "
+                                      "malformed") from e
 
     def versions(self) -> list[RemoteVersion]:
         """Every registry version with who made it and what it was."""

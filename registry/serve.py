@@ -20,7 +20,10 @@ from gunicorn.app.base import BaseApplication
 from registry.datadir import DataDir
 
 
-class RegistryServer(BaseApplication):  # type: ignore[misc]
+class GunicornApp(BaseApplication):  # type: ignore[misc]
+    """A WSGI app from ``app_factory`` run by gunicorn with ``options`` (its settings);
+    the log server runs the same way."""
+
     def __init__(self, app_factory: Callable[[], Any], options: dict[str, Any]) -> None:
         self._factory = app_factory
         self._options = options
@@ -35,10 +38,11 @@ class RegistryServer(BaseApplication):  # type: ignore[misc]
         return self._factory()
 
 
-def listening_line(server: Any, scheme: str) -> str:
+def listening_address(server: Any, scheme: str) -> str:
+    """The address a started gunicorn listens on, port and all."""
     host, port = server.LISTENERS[0].sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    return f"registry listening on {scheme}://{shown}:{port}"
+    return f"{scheme}://{shown}:{port}"
 
 
 def serve(data_dir: DataDir, *, host: str, port: int, workers: int, threads: int = 4,
@@ -58,12 +62,12 @@ def serve(data_dir: DataDir, *, host: str, port: int, workers: int, threads: int
 
     def when_ready(server: Any) -> None:
         # The one line a script reads to learn the port it got.
-        print(listening_line(server, scheme), flush=True)
+        print(f"registry listening on {listening_address(server, scheme)}", flush=True)
 
     # Build once up front so a wrong passphrase or a missing directory fails
     # here with a message, not in every worker.
     factory()
-    RegistryServer(factory, {
+    GunicornApp(factory, {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers, "threads": threads,
         "worker_class": "gthread", "accesslog": None, "errorlog": "-",

@@ -59,7 +59,7 @@ def pytest_runtest_makereport(
 
 @pytest.fixture(scope="session")
 def rabbit_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
-    with private_node(tmp_path_factory, "infoshare-test") as node:
+    with private_node(tmp_path_factory.mktemp("rabbit"), "infoshare-test") as node:
         yield node
 
 

@@ -10,7 +10,8 @@ PREFIX = "/api/v1"
 
 
 def blueprints() -> list[Blueprint]:
-    return [directory.bp, history.bp, protocols.bp, units.bp, keys.bp, managers.bp, tokens.bp]
+    return [directory.bp, history.bp, protocols.bp, units.bp, keys.bp, managers.bp, tokens.bp,
+            tokens.presented_bp]
 
 
 __all__ = ["PREFIX", "blueprints"]

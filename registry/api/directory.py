@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+import hashlib
+
+from flask import Blueprint, Response, request
 
 from protocols.directory import format_time
 from registry.api import schemas
@@ -19,6 +21,10 @@ def _signed(version: int | None) -> Response:
     # The bytes exactly as signed: clients verify what they receive.
     response = Response(document, mimetype="application/json")
     response.headers["X-Registry-Version"] = str(number)
+    # A client that holds this document already (If-None-Match) gets 304 and no body:
+    # asking whether the directory changed costs no transfer and no verification.
+    response.set_etag(hashlib.sha256(document).hexdigest())
+    response.make_conditional(request)
     return response
 
 

@@ -298,6 +298,12 @@ class Token(Schema):
     revoked_by = fields.String(required=True, allow_none=True)
 
 
+class TokenPresented(Schema):
+    id = fields.String(required=True)
+    role = fields.String(required=True, validate=OneOf(ROLES))
+    label = fields.String(required=True)
+
+
 class TokenCreated(Schema):
     id = fields.String(required=True)
     role = fields.String(required=True, validate=OneOf(ROLES))

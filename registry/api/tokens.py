@@ -1,21 +1,28 @@
-"""``/api/v1/tokens``: list, create (the secret is shown once) and revoke API tokens."""
+"""``/api/v1/tokens``: list, create (the secret is shown once) and revoke API tokens;
+``/api/v1/token``: the role and label of the token presented, for any holder.
+
+A service that accepts registry tokens from its own users (the log server
+lets auditors in) asks ``/api/v1/token`` with the token it was given: one
+answer names the role, where probing other paths would only hint at it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, g
 
 from protocols.directory import format_time
 from registry.api import schemas
 from registry.api.answers import answer
-from registry.api.auth import ADMINS, actor, require
+from registry.api.auth import ADMINS, READERS, actor, require
 from registry.api.body import load_json
 from registry.api.docs import operation
 from registry.extension import current_store
 from registry.store import TokenInfo
 
 bp = Blueprint("api_tokens", __name__, url_prefix="/api/v1/tokens")
+presented_bp = Blueprint("api_token", __name__, url_prefix="/api/v1/token")
 
 
 def token_to_dict(t: TokenInfo) -> dict[str, Any]:
@@ -51,3 +58,12 @@ def create() -> tuple[Response, int]:
 def revoke(token_id: str) -> tuple[Response, int]:
     current_store().revoke_token(token_id, actor=actor())
     return answer(schemas.TokenRevoked, {"id": token_id, "revoked": True})
+
+
+@presented_bp.get("")
+@require(*READERS)
+@operation("The role and label of the token presented (never its secret)", tag="tokens",
+           answer=schemas.TokenPresented)
+def presented() -> tuple[Response, int]:
+    t: TokenInfo = g.token
+    return answer(schemas.TokenPresented, {"id": t.id, "role": t.role, "label": t.label})

@@ -50,7 +50,6 @@ from harness import (  # noqa: E402
 
 from broker.node import NodeConfig, RabbitNode  # noqa: E402
 from broker.postgres import PostgresInstance  # noqa: E402
-from broker.topology import Credentials  # noqa: E402
 
 OUTAGE = 10.0
 
@@ -116,8 +115,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         url = pg.create_database("soak")
-        s = Scenario("soak", work / "scenario", registry, [node],
-                     Credentials(work / "credentials.json"), log_url=url)
+        s = Scenario("soak", work / "scenario", registry, [node], log_url=url)
         soak = Soak(s, node, pg, registry, rng)
         try:
             soak.routers = [s.start_router(), s.start_router()]

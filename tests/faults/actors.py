@@ -316,14 +316,14 @@ def receive(spec: dict[str, Any]) -> int:
     from registry.errors import RegistryError
 
     journal = Journal(Path(spec["journal"]))
-    write = sdk._write_atomic
+    write = sdk.write_atomic
 
     def journalled_write(path: Path, data: bytes) -> None:
         write(path, data)
         journal.add("W", path.stem)
         journal.flush(durable=True)
 
-    sdk._write_atomic = journalled_write  # type: ignore[assignment]
+    sdk.write_atomic = journalled_write  # type: ignore[assignment]
     registry = RegistryClient(spec["registry_url"], spec["registry_token"],
                               b64decode(spec["registry_key"]))
     client = sdk.AgencyClient(

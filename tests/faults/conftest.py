@@ -15,14 +15,13 @@ from harness import Outcome, RegistryServer
 from private_nodes import private_node
 
 from broker.node import RabbitNode
-from broker.topology import Credentials
 
 _OUTCOMES: list[Outcome] = []
 
 
 @pytest.fixture(scope="session")
 def faults_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
-    with private_node(tmp_path_factory, "infoshare-faults") as node:
+    with private_node(tmp_path_factory.mktemp("faults-rabbit"), "infoshare-faults") as node:
         yield node
 
 
@@ -31,11 +30,6 @@ def fault_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
     registry = RegistryServer(tmp_path_factory.mktemp("faults-registry"))
     yield registry
     registry.stop()
-
-
-@pytest.fixture(scope="session")
-def fault_credentials(tmp_path_factory: pytest.TempPathFactory) -> Credentials:
-    return Credentials(tmp_path_factory.mktemp("faults-credentials") / "credentials.json")
 
 
 @pytest.fixture

@@ -39,8 +39,13 @@ import sqlalchemy as sa
 from checker import History, LogVerdict, Result, check, entry_key, verify_log
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from agency.deployment import Deployment
-from broker.broker_cli import DEFAULT_ORIGIN
+from broker.host_config import (
+    CREDENTIALS_FILE,
+    KEY_FILE,
+    TOKEN_FILE,
+    BrokerConfig,
+    write_private_file,
+)
 from broker.node import RabbitNode
 from broker.topology import DEAD_LETTER, Credentials, ManagementAPI, provision
 from broker.transfer_log import TransferLog
@@ -52,7 +57,6 @@ from keys import (
     b64encode,
     new_keys,
     write_private_key,
-    write_public_key,
 )
 from protocols.amqp import amqp_url_for, ingress_name
 from protocols.envelope import EnvelopeRefused, parse_envelope
@@ -67,6 +71,7 @@ REPO = Path(__file__).resolve().parents[2]
 ACTORS = Path(__file__).resolve().parent / "actors.py"
 WY = REPO / "protocols" / "definitions" / "west-yorkshire-iisp-2016.yaml"
 PASSPHRASE = "fault scenario passphrase"
+ORIGIN = "faults.test.example/transfer-log"
 
 #: Units that send referrals (any unit may, for safeguarding-referral) ...
 SENDERS = ("leeds-cc/education-safeguarding", "kirklees-mbc/public-health",
@@ -253,16 +258,16 @@ class Scenario:
     """One fault scenario in its own vhost, home directory and transfer log."""
 
     def __init__(self, name: str, root: Path, registry: RegistryServer,
-                 nodes: list[RabbitNode], credentials: Credentials, *,
-                 log_url: str | None = None) -> None:
+                 nodes: list[RabbitNode], *, log_url: str | None = None) -> None:
         self.name = name
         self.root = root
         self.registry = registry
         self.nodes = nodes
-        self.credentials = credentials
         self.vhost = f"faults-{name}"
+        # The broker host's directory, as `infoshare broker init` makes it.
         self.home = root / "home"
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.credentials = Credentials(self.home / CREDENTIALS_FILE)
         self.log_url = log_url or f"sqlite:///{self.home / 'transfer-log.db'}"
         self.routers: list[Router] = []
         self.senders: dict[str, Process] = {}
@@ -274,16 +279,15 @@ class Scenario:
         self.management.delete(f"/api/vhosts/{self.vhost}")
         provision(nodes[0].management_url, "guest", "guest",
                   RegistryClient(registry.url, registry.agency_token, registry.key).directory(),
-                  credentials, vhost=self.vhost)
-        write_public_key(self.home / "broker-key.pub", registry.broker_key.public)
-        write_private_key(self.home / "broker.signing.key", kind="signing", owner="broker",
+                  self.credentials, vhost=self.vhost)
+        write_private_key(self.home / KEY_FILE, kind="signing", owner="broker",
                           private=registry.broker_key.seed, public=registry.broker_key.public,
                           passphrase=PASSPHRASE.encode())
-        Deployment(amqp_url=",".join(self.amqp_bases), vhost=self.vhost,
-                   registry_url=registry.url, registry_key=str(registry.key_file),
-                   broker_key=str(self.home / "broker-key.pub"),
-                   credentials=str(credentials.path),
-                   agency_token=registry.agency_token).save(self.home)
+        write_private_file(self.home / TOKEN_FILE, registry.agency_token + "\n")
+        BrokerConfig(home=self.home, origin=ORIGIN, amqp_urls=tuple(self.amqp_bases),
+                     management_url=nodes[0].management_url, vhost=self.vhost, tls_ca=None,
+                     registry_url=registry.url, registry_key=registry.key_file,
+                     log_database={"url": self.log_url}).save()
 
     @property
     def management(self) -> ManagementAPI:
@@ -308,11 +312,11 @@ class Scenario:
 
     # --- routers ----------------------------------------------------------------------
 
-    def start_router(self, *, env: dict[str, str] | None = None, ready: bool = True,
-                     log_url: str | None = None) -> Router:
+    def start_router(self, *, env: dict[str, str] | None = None, ready: bool = True
+                     ) -> Router:
         name = self._next("router")
         router = Router(name, [sys.executable, "-m", "infoshare.cli", "-v", "broker", "run",
-                               "--home", str(self.home), "--log-url", log_url or self.log_url],
+                               "--home", str(self.home)],
                         self.root / f"{name}.log",
                         {"INFOSHARE_PASSPHRASE": PASSPHRASE, **(env or {})})
         self.routers.append(router)
@@ -397,9 +401,9 @@ class Scenario:
     # --- observing --------------------------------------------------------------------
 
     def open_log(self) -> TransferLog:
-        return TransferLog.open(self.log_url, signer=NoteSigner(DEFAULT_ORIGIN,
+        return TransferLog.open(self.log_url, signer=NoteSigner(ORIGIN,
                                                                 self.registry.broker_key),
-                                origin=DEFAULT_ORIGIN)
+                                origin=ORIGIN)
 
     def entries(self) -> list[dict[str, Any]]:
         """Every committed entry of the log (read without the routers' lock)."""
@@ -564,8 +568,8 @@ def assert_clean(outcome: Outcome, *, dead: set[str] | None = None) -> None:
 
 @contextlib.contextmanager
 def scenario(name: str, root: Path, registry: RegistryServer, nodes: list[RabbitNode],
-             credentials: Credentials, **kw: Any) -> Iterator[Scenario]:
-    s = Scenario(name, root, registry, nodes, credentials, **kw)
+             **kw: Any) -> Iterator[Scenario]:
+    s = Scenario(name, root, registry, nodes, **kw)
     try:
         yield s
     finally:

@@ -11,7 +11,6 @@ from harness import SENDERS, Outcome, RegistryServer, assert_clean, scenario, wa
 
 from broker.node import RabbitNode
 from broker.router import FAULT_ENV
-from broker.topology import Credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -20,9 +19,8 @@ MESSAGES = 900
 
 def test_a_router_that_acks_before_its_log_commit_is_caught(
         tmp_path: Path, faults_node: RabbitNode, fault_registry: RegistryServer,
-        fault_credentials: Credentials, fault_table: list[Outcome]) -> None:
-    with scenario("broken-router", tmp_path, fault_registry, [faults_node],
-                  fault_credentials) as s:
+        fault_table: list[Outcome]) -> None:
+    with scenario("broken-router", tmp_path, fault_registry, [faults_node]) as s:
         s.start_recipients()
         senders = [s.start_sender(unit, MESSAGES // len(SENDERS)) for unit in SENDERS]
         wait_for("a backlog", lambda: not any(p.alive for p in senders), 60)

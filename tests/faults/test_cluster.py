@@ -34,7 +34,7 @@ from netns import Namespaces, available
 from pika.adapters.blocking_connection import BlockingConnection
 
 from broker.node import NodeError, RabbitNode, start_cluster, stop_all
-from broker.topology import Credentials, ManagementAPI
+from broker.topology import ManagementAPI
 from protocols.envelope import MAX_BODY_BYTES
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -152,10 +152,9 @@ def _restore(node: RabbitNode) -> None:
 
 def test_a_node_killed_while_messages_flow(
         tmp_path: Path, cluster: list[RabbitNode], fault_registry: RegistryServer,
-        fault_credentials: Credentials, fault_table: list[Outcome]) -> None:
+        fault_table: list[Outcome]) -> None:
     victim = cluster[0]  # where provisioning put every quorum queue's leader
-    with scenario("cluster-node-kill", tmp_path, fault_registry, cluster,
-                  fault_credentials) as s:
+    with scenario("cluster-node-kill", tmp_path, fault_registry, cluster) as s:
         s.start_flow(SCENARIO_MESSAGES, rate=25, routers=2)
         s.wait_log_grows(by=150)
         _assert_replicated(s.management, s.vhost, cluster)
@@ -175,10 +174,9 @@ def test_a_node_killed_while_messages_flow(
 
 def test_a_node_paused_for_thirty_seconds(
         tmp_path: Path, cluster: list[RabbitNode], fault_registry: RegistryServer,
-        fault_credentials: Credentials, fault_table: list[Outcome]) -> None:
+        fault_table: list[Outcome]) -> None:
     victim = cluster[1]
-    with scenario("cluster-node-pause", tmp_path, fault_registry, cluster,
-                  fault_credentials) as s:
+    with scenario("cluster-node-pause", tmp_path, fault_registry, cluster) as s:
         s.start_flow(SCENARIO_MESSAGES, rate=20, routers=2)
         s.wait_log_grows(by=150)
         pid = victim.pid()
@@ -238,14 +236,13 @@ def _drain(node: RabbitNode, queue: str, *, deadline: float) -> set[bytes]:
 
 def test_a_node_cut_off_from_the_others_and_its_clients(
         tmp_path: Path, cluster: list[RabbitNode], network: Namespaces | None,
-        fault_registry: RegistryServer, fault_credentials: Credentials,
+        fault_registry: RegistryServer,
         fault_table: list[Outcome]) -> None:
     if network is None:
         pytest.fail("cutting a node off needs network namespaces (root, ip netns), which "
                     "this machine does not allow", pytrace=False)
     victim = 2
-    with scenario("cluster-partition", tmp_path, fault_registry, cluster,
-                  fault_credentials) as s:
+    with scenario("cluster-partition", tmp_path, fault_registry, cluster) as s:
         s.start_flow(SCENARIO_MESSAGES, rate=20, routers=2)
         s.wait_log_grows(by=150)
         began = time.time()

@@ -20,7 +20,7 @@ import pytest
 from harness import SENDERS, Fault, Outcome, RegistryServer, assert_clean, scenario, wait_for
 
 from broker.node import RabbitNode
-from broker.topology import INGRESS_DELIVERY_LIMIT, Credentials
+from broker.topology import INGRESS_DELIVERY_LIMIT
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -52,10 +52,10 @@ def _fill(disk: Path) -> Path:
 
 def test_messages_held_through_crashes_while_the_disk_is_full_are_not_dead_lettered(
         tmp_path: Path, small_disk: Path, faults_node: RabbitNode,
-        fault_registry: RegistryServer, fault_credentials: Credentials,
+        fault_registry: RegistryServer,
         fault_table: list[Outcome]) -> None:
     assert CRASHES > OLD_DELIVERY_LIMIT and CRASHES < INGRESS_DELIVERY_LIMIT
-    with scenario("disk-full", tmp_path, fault_registry, [faults_node], fault_credentials,
+    with scenario("disk-full", tmp_path, fault_registry, [faults_node],
                   log_url=f"sqlite:///{small_disk / 'transfer-log.db'}") as s:
         router = s.start_router()
         s.start_recipients()

@@ -19,7 +19,6 @@ import pytest
 from harness import FLOODER, Outcome, RegistryServer, assert_clean, scenario, wait_for
 
 from broker.node import RabbitNode
-from broker.topology import Credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -33,8 +32,8 @@ HELD_AT_MOST = 250 + 250 + 200
 
 def test_a_flooding_unit_slows_only_itself(
         tmp_path: Path, faults_node: RabbitNode, fault_registry: RegistryServer,
-        fault_credentials: Credentials, fault_table: list[Outcome]) -> None:
-    with scenario("flood", tmp_path, fault_registry, [faults_node], fault_credentials) as s:
+        fault_table: list[Outcome]) -> None:
+    with scenario("flood", tmp_path, fault_registry, [faults_node]) as s:
         router = s.start_router()
         s.start_recipients()
         flooder = s.start_sender(FLOODER, FLOOD, kind="malformed", window=512)

@@ -10,7 +10,6 @@ from harness import SENDERS, Outcome, RegistryServer, assert_clean, scenario
 
 from broker.node import RabbitNode
 from broker.router import FAULT_ENV, POISON_ATTEMPTS
-from broker.topology import Credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -19,9 +18,9 @@ MESSAGES = 300
 
 def test_a_poison_message_is_dead_lettered_after_its_attempts_and_the_rest_flow(
         tmp_path: Path, faults_node: RabbitNode, fault_registry: RegistryServer,
-        fault_credentials: Credentials, fault_table: list[Outcome]) -> None:
+        fault_table: list[Outcome]) -> None:
     poison = str(uuid.uuid4())
-    with scenario("poison", tmp_path, fault_registry, [faults_node], fault_credentials) as s:
+    with scenario("poison", tmp_path, fault_registry, [faults_node]) as s:
         # Deciding this one message raises, every time, in every router.
         env = {FAULT_ENV: f"poison:{poison}"}
         routers = [s.start_router(env=env), s.start_router(env=env)]

@@ -21,7 +21,6 @@ from harness import (
 
 from broker.node import RabbitNode
 from broker.postgres import PostgresInstance
-from broker.topology import Credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.postgres]
 
@@ -44,12 +43,12 @@ def fault_postgres() -> Iterator[PostgresInstance]:
 
 def test_two_routers_share_a_postgres_log_while_one_is_killed_repeatedly(
         tmp_path: Path, faults_node: RabbitNode, fault_registry: RegistryServer,
-        fault_credentials: Credentials, fault_postgres: PostgresInstance,
+        fault_postgres: PostgresInstance,
         fault_table: list[Outcome]) -> None:
     rng = random.Random()
     url = fault_postgres.create_database(f"faults_two_{int(time.time())}")
     with scenario("two-routers-postgres", tmp_path, fault_registry, [faults_node],
-                  fault_credentials, log_url=url) as s:
+                  log_url=url) as s:
         steady, victim = s.start_flow(MESSAGES, rate=25, routers=2)
         for _ in range(5):
             s.wait_log_grows(by=rng.randint(1, 60))
@@ -62,11 +61,10 @@ def test_two_routers_share_a_postgres_log_while_one_is_killed_repeatedly(
 
 def test_postgres_stopped_for_twenty_seconds_then_everything_resumes(
         tmp_path: Path, faults_node: RabbitNode, fault_registry: RegistryServer,
-        fault_credentials: Credentials, fault_postgres: PostgresInstance,
+        fault_postgres: PostgresInstance,
         fault_table: list[Outcome]) -> None:
     url = fault_postgres.create_database(f"faults_outage_{int(time.time())}")
-    with scenario("postgres-outage", tmp_path, fault_registry, [faults_node],
-                  fault_credentials, log_url=url) as s:
+    with scenario("postgres-outage", tmp_path, fault_registry, [faults_node], log_url=url) as s:
         routers = s.start_flow(MESSAGES, rate=40, routers=2)
         s.wait_log_grows(by=200)
         began = time.time()

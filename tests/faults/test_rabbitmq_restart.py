@@ -17,7 +17,6 @@ import pytest
 from harness import Fault, Outcome, RegistryServer, assert_clean, scenario
 
 from broker.node import RabbitNode
-from broker.topology import Credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -34,9 +33,8 @@ def _crash(node: RabbitNode) -> None:
 
 def test_rabbitmq_restarted_three_times_mid_stream(
         tmp_path: Path, faults_node: RabbitNode, fault_registry: RegistryServer,
-        fault_credentials: Credentials, fault_table: list[Outcome]) -> None:
-    with scenario("rabbitmq-restart", tmp_path, fault_registry, [faults_node],
-                  fault_credentials) as s:
+        fault_table: list[Outcome]) -> None:
+    with scenario("rabbitmq-restart", tmp_path, fault_registry, [faults_node]) as s:
         s.start_flow(MESSAGES, rate=40)
         starts = []
         for restart in range(RESTARTS):

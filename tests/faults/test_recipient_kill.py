@@ -24,7 +24,6 @@ from harness import (
 )
 
 from broker.node import RabbitNode
-from broker.topology import Credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -38,10 +37,9 @@ def _writes(journal: Path) -> int:
 
 def test_recipients_killed_while_opening_write_each_record_once(
         tmp_path: Path, faults_node: RabbitNode, fault_registry: RegistryServer,
-        fault_credentials: Credentials, fault_table: list[Outcome]) -> None:
+        fault_table: list[Outcome]) -> None:
     rng = random.Random()
-    with scenario("recipient-kill", tmp_path, fault_registry, [faults_node],
-                  fault_credentials) as s:
+    with scenario("recipient-kill", tmp_path, fault_registry, [faults_node]) as s:
         s.start_router()
         recipients = {unit: s.start_recipient(unit) for unit in RECIPIENTS}
         for unit in SENDERS:

@@ -9,7 +9,6 @@ import pytest
 from harness import Fault, Outcome, RegistryServer, assert_clean, scenario, wait_for
 
 from broker.node import RabbitNode
-from broker.topology import Credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -18,9 +17,8 @@ MESSAGES = 900
 
 def test_routing_goes_on_while_the_registry_is_down(
         tmp_path: Path, faults_node: RabbitNode, fault_registry: RegistryServer,
-        fault_credentials: Credentials, fault_table: list[Outcome]) -> None:
-    with scenario("registry-down", tmp_path, fault_registry, [faults_node],
-                  fault_credentials) as s:
+        fault_table: list[Outcome]) -> None:
+    with scenario("registry-down", tmp_path, fault_registry, [faults_node]) as s:
         routers = s.start_flow(MESSAGES, rate=30, routers=2)
         s.wait_log_grows(by=100)
         began = time.time()

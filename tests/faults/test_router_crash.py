@@ -26,7 +26,7 @@ import pytest
 from pika.adapters.blocking_connection import BlockingConnection
 from werkzeug.serving import make_server
 
-from agency.deployment import Deployment
+from broker.host_config import BrokerConfig
 from broker.node import RabbitNode
 from broker.topology import Credentials, ManagementAPI, amqp_url_for, inbox_name, provision
 from broker.transfer_log import TransferLog
@@ -100,14 +100,17 @@ def deployed(rabbit_node: RabbitNode, tmp_path_factory: pytest.TempPathFactory
     provision(rabbit_node.management_url, *rabbit_admin, store.directory(), credentials,
               vhost=VHOST)
     amqp_base = f"amqp://{rabbit_node.config.host}:{rabbit_node.config.amqp_port}"
-    write_public_key(home / "broker-key.pub", broker_key.public)
+    write_public_key(home / "broker.signing.pub", broker_key.public)
     write_private_key(home / "broker.signing.key", kind="signing", owner="broker",
                       private=broker_key.seed, public=broker_key.public,
                       passphrase=PASSPHRASE.encode())
-    Deployment(amqp_url=amqp_base, vhost=VHOST, registry_url=f"http://127.0.0.1:"
-               f"{server.server_port}", registry_key=str(data_dir.path / "registry-key.pub"),
-               broker_key=str(home / "broker-key.pub"),
-               credentials=str(home / "credentials.json"), agency_token=token).save(home)
+    (home / "registry.token").write_text(token + "\n")
+    (home / "registry.token").chmod(0o600)
+    BrokerConfig(home=home, origin="crash.test.example/transfer-log", amqp_urls=(amqp_base,),
+                 management_url=rabbit_node.management_url, vhost=VHOST, tls_ca=None,
+                 registry_url=f"http://127.0.0.1:{server.server_port}",
+                 registry_key=data_dir.path / "registry-key.pub",
+                 log_database={"url": f"sqlite:///{home / 'transfer-log.db'}"}).save()
     yield Deployed(home, credentials, amqp_base, sender, recipient, broker_key.public)
     server.shutdown()
     # Users are node-wide: leave none behind for the other modules.

@@ -9,7 +9,6 @@ import pytest
 from harness import Outcome, RegistryServer, assert_clean, scenario
 
 from broker.node import RabbitNode
-from broker.topology import Credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -19,10 +18,9 @@ KILLS = 5
 
 def test_router_killed_five_times_while_messages_flow(
         tmp_path: Path, faults_node: RabbitNode, fault_registry: RegistryServer,
-        fault_credentials: Credentials, fault_table: list[Outcome]) -> None:
+        fault_table: list[Outcome]) -> None:
     rng = random.Random()
-    with scenario("router-kill", tmp_path, fault_registry, [faults_node],
-                  fault_credentials) as s:
+    with scenario("router-kill", tmp_path, fault_registry, [faults_node]) as s:
         [router] = s.start_flow(MESSAGES, rate=60)
         for _ in range(KILLS):
             # A random moment while the log grows: mid-batch, mid-publish, mid-ack.

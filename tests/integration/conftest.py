@@ -16,6 +16,7 @@ import pika
 import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingConnection
+from router_world import remove_vhost
 
 from broker.node import RabbitNode
 from broker.topology import Credentials, ManagementAPI, amqp_url_for
@@ -64,15 +65,6 @@ def connect(amqp_base: str) -> Iterator[Connect]:
             # Some were closed by the server meanwhile (a deleted user, vhost).
             with contextlib.suppress(pika.exceptions.AMQPError):
                 conn.close()
-
-
-def remove_vhost(management: ManagementAPI, vhost: str, credentials: Credentials) -> None:
-    """Delete ``vhost`` (if named) and every user of ``credentials`` no vhost still uses."""
-    if vhost:
-        management.delete(f"/api/vhosts/{vhost}")
-    for user in credentials.users():
-        if not management.get(f"/api/users/{user}/permissions"):
-            management.delete(f"/api/users/{user}")
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,12 @@ def test_the_demo_runs_the_exchange_and_a_clean_audit(tmp_path: Path) -> None:
     log_text = "\n".join(entries)
     for secret in ("Adults not known", "Attendance concerns", "LCC-C-000123", "Rapid review"):
         assert secret not in log_text
-    # Every record was written once, to the recipient's own directory.
-    records = list((home / "agencies").glob("*/inbox/*.json"))
-    assert records, "no record reached a recipient"
+    # Records reached the recipients' gateways, sealed there: no file under the
+    # demo's home holds a record or a reason in the clear.
+    assert "Leeds front door -> police (s47 response): routed" in out
+    for path in home.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in (b"Adults not known", b"Rapid review", b"open_plan"):
+                assert secret not in data, path
     assert "RabbitMQ node stopped" in out

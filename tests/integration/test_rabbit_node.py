@@ -200,7 +200,9 @@ def test_state_file_lets_another_process_find_the_node(rabbit_node: RabbitNode) 
     assert found.is_running()
     assert found.amqp_url == rabbit_node.amqp_url
 
-    result = CliRunner().invoke(node_cli, ["status", "--data-dir", str(rabbit_node.data_dir)])
+    result = CliRunner().invoke(node_cli, ["status", "--home", str(rabbit_node.data_dir)])
     assert result.exit_code == 0, result.output
-    assert rabbit_node.amqp_url in result.output
+    # The URL as clients are configured with it: no user, password or vhost.
+    assert f"AMQP:       {rabbit_node.url}\n" in result.output
+    assert "guest" not in result.output
     assert f"pid {rabbit_node.pid()}" in result.output

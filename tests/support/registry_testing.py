@@ -7,12 +7,15 @@ name no other test module uses.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from werkzeug.serving import make_server
 
 from keys import EncryptionKeyPair, SigningKeyPair
 from registry.store import Store
@@ -59,6 +62,33 @@ def signing_public() -> bytes:
 
 def encryption_public() -> bytes:
     return EncryptionKeyPair.generate().public
+
+
+@contextmanager
+def served_in_thread(app: object) -> Iterator[str]:
+    """A WSGI ``app`` on a real socket (werkzeug, threaded) until the block ends; yields
+    its address."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def west_yorkshire(store: Store, admin_label: str) -> tuple[str, str]:
+    """Tables, a first admin token, version 0 and the West Yorkshire protocol, each change
+    made by that administrator (so the history names them). Returns the actor they are
+    recorded as and the admin token."""
+    store.create_tables()
+    admin_id, admin = store.create_token("admin", admin_label, actor="setup")
+    actor = f"token:{admin_id}"
+    store.initialise(actor=actor)
+    store.load_protocol(wy_text(), actor=actor)
+    return actor, admin
 
 
 StoreFactory = Callable[..., Store]

@@ -23,7 +23,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingConnection
 
 from broker.router import DirectoryHolder, Router
-from broker.topology import Credentials, amqp_url_for, inbox_name, provision
+from broker.topology import Credentials, ManagementAPI, amqp_url_for, inbox_name, provision
 from broker.transfer_log import TransferLog
 from keys import EncryptionKeyPair, NoteSigner, SigningKeyPair
 from protocols.envelope import Notice, build_envelope, parse_notice
@@ -188,20 +188,40 @@ def _directory(wy: ProtocolFile, keys: dict[str, Keys], manager: SigningKeyPair,
                      managers=(Manager("leeds-mgr-1", OrgId("leeds-cc"), "Service manager"),))
 
 
+@dataclass
+class RegistryFeed:
+    """A real registry for the router: the keys it holds for each unit and for the
+    broker, and how the router fetches (and verifies) its current directory."""
+
+    keys: dict[str, Keys]
+    broker_key: SigningKeyPair
+    fetch: Callable[[], Directory]
+
+
 @contextmanager
 def running_world(*, management_url: str, amqp_base: str, wy_protocol: ProtocolFile,
-                  credentials: Credentials, vhost: str, log_path: Path) -> Iterator[World]:
-    """Provision ``vhost``, start a router on a log at ``log_path``; stop it on exit."""
-    keys = {u: Keys() for u in UNITS}
-    manager, broker_key = SigningKeyPair.generate(), SigningKeyPair.generate()
-    directory = _directory(wy_protocol, keys, manager, broker_key)
+                  credentials: Credentials, vhost: str, log_path: Path,
+                  registry: RegistryFeed | None = None) -> Iterator[World]:
+    """Provision ``vhost``, start a router on a log at ``log_path``; stop it on exit.
+
+    The router's directory is made here (tests may swap it), or with ``registry``
+    fetched from a real registry as ``infoshare broker run`` fetches it.
+    """
+    manager = SigningKeyPair.generate()
+    if registry is None:
+        keys = {u: Keys() for u in UNITS}
+        broker_key = SigningKeyPair.generate()
+        directory = _directory(wy_protocol, keys, manager, broker_key)
+    else:
+        keys, broker_key, directory = registry.keys, registry.broker_key, registry.fetch()
     provision(management_url, "guest", "guest", directory, credentials, vhost=vhost)
     log = TransferLog.open(f"sqlite:///{log_path}", signer=NoteSigner(ORIGIN, broker_key),
                            origin=ORIGIN)
     source = [directory]  # what the router's registry returns; tests may swap it
+    fetch = (lambda: source[0]) if registry is None else registry.fetch
     router = Router(amqp_url=amqp_url_for(amqp_base, "infoshare-broker",
                                           credentials.password("infoshare-broker"), vhost),
-                    transfer_log=log, directory=DirectoryHolder(lambda: source[0]),
+                    transfer_log=log, directory=DirectoryHolder(fetch),
                     broker_key=broker_key, directory_refresh=0.2)
     w = World(source, keys, manager, broker_key, credentials, amqp_base, log, router, vhost)
     thread = threading.Thread(target=router.run, daemon=True)
@@ -217,3 +237,12 @@ def running_world(*, management_url: str, amqp_base: str, wy_protocol: ProtocolF
                 conn.close()
         log.close()
     assert not thread.is_alive(), "router did not stop on request"
+
+
+def remove_vhost(management: ManagementAPI, vhost: str, credentials: Credentials) -> None:
+    """Delete ``vhost`` (if named) and every user of ``credentials`` no vhost still uses."""
+    if vhost:
+        management.delete(f"/api/vhosts/{vhost}")
+    for user in credentials.users():
+        if not management.get(f"/api/users/{user}/permissions"):
+            management.delete(f"/api/users/{user}")

@@ -26,13 +26,13 @@ from click.testing import CliRunner
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 import agency.client_cli
+from agency.bundle import Bundle, write_bundle
 from agency.client import (
     RECEIPT_PENDING,
     RECEIPT_SENT,
     AgencyClient,
     Received,
 )
-from agency.deployment import Deployment
 from agency.errors import ConnectionFailed, LocalRefusal, PublishFailed
 from broker.topology import (
     DELIVER,
@@ -648,11 +648,15 @@ def cli_home(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> P
                           owner=address, private=e.secret, public=e.public,
                           passphrase=b"correct horse")
     registry_key = SigningKeyPair.generate()
-    (home / "registry.pub").write_text(public_key_text(registry_key.public) + "\n")
-    (home / "broker.pub").write_text(world.broker_key.public.hex() + "\n")
-    Deployment(amqp_url=world.amqp_base, vhost=VHOST, registry_url="http://registry.invalid",
-               registry_key="registry.pub", broker_key="broker.pub",
-               credentials=str(world.credentials.path), agency_token="token").save(home)
+    org = SCHOOL.split("/")[0]
+    assert DOOR.startswith(f"{org}/")
+    units = {a: world.credentials.password(amqp_user(a)) for a in (SCHOOL, DOOR)}
+    write_bundle(home / "bundle.json", Bundle(
+        org=org, units=units, amqp_nodes=(world.amqp_base,), vhost=VHOST,
+        registry_url="http://registry.invalid",
+        registry_key=public_key_text(registry_key.public),
+        broker_key=public_key_text(world.broker_key.public)))
+    monkeypatch.setenv("INFOSHARE_TOKEN", "token")
 
     class Registry:
         def __init__(self, base_url: str, token: str, pinned_key: bytes) -> None:
@@ -669,7 +673,7 @@ def _cli(command: Any, *args: str | Path) -> Any:
     return CliRunner().invoke(command, [str(a) for a in args])
 
 
-def test_cli_refusal_prints_the_code_and_exits_1(cli_home: Path, router: HandRouter,
+def test_cli_refusal_prints_the_code_and_exits_3(cli_home: Path, router: HandRouter,
                                                  tmp_path: Path) -> None:
     record = tmp_path / "record.json"
     record.write_text(json.dumps({"education": {"attendance": "falling"}}))
@@ -678,7 +682,7 @@ def test_cli_refusal_prints_the_code_and_exits_1(cli_home: Path, router: HandRou
                   "--purpose", "early-help", "--to", EARLY_HELP, "--record", record,
                   "--reasons", "attendance", "--consent", "not_sought",
                   "--ground", "child-significant-harm", "--subject-informed")
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # refused by policy
     assert "refused: consent_required" in result.output
     assert "Traceback" not in result.output and result.exc_info[0] is SystemExit
     assert router.take() is None
@@ -720,5 +724,5 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path: Path,
     result = _cli(agency.client_cli.receive, "--home", tmp_path / "nowhere", "--unit", DOOR,
                   "--keys", tmp_path / "keys")
     assert result.exit_code == 1
-    assert "deployment.json not found" in result.output
+    assert "bundle.json not found" in result.output
     assert "Traceback" not in result.output

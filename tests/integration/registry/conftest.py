@@ -7,7 +7,6 @@ tests/conftest.py). ``served`` runs the app on a real socket with werkzeug.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 import pytest
 import registry_testing as shared
 from flask import Flask
-from werkzeug.serving import make_server
 
 clock = shared.clock
 registry_key = shared.registry_key
@@ -68,14 +66,8 @@ def served(tmp_path: Path, clock: Any) -> Iterator[Served]:
     store.initialise(actor="test:init")
     _, admin = store.create_token("admin", "test admin", actor="test:init")
     app = create_app({"REGISTRY_STORE": store, "SECRET_KEY": "test-secret"})
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
     try:
-        yield Served(url=f"http://127.0.0.1:{server.server_port}", app=app, store=store,
-                     key=key, admin=admin, clock=clock)
+        with shared.served_in_thread(app) as url:
+            yield Served(url=url, app=app, store=store, key=key, admin=admin, clock=clock)
     finally:
-        server.shutdown()
-        thread.join()
         store.close()

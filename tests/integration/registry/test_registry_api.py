@@ -79,6 +79,18 @@ def test_roles(served, tokens, role, method, path, body, status) -> None:  # typ
         _error(a, 403, "forbidden")
 
 
+def test_a_token_names_its_own_role_and_label(served, tokens) -> None:  # type: ignore[no-untyped-def]
+    listed = {t["role"]: t for t in call(served.url, "GET", f"{API}/tokens",
+                                          token=tokens["admin"]).json}
+    for role in ("admin", "auditor", "agency"):
+        a = call(served.url, "GET", f"{API}/token", token=tokens[role])
+        assert a.status == 200, a.body
+        assert a.json == {"id": listed[role]["id"], "role": role, "label": listed[role]["label"]}
+        assert tokens[role] not in a.body.decode()
+    _error(call(served.url, "GET", f"{API}/token"), 401, "unauthenticated")
+    _error(call(served.url, "GET", f"{API}/token", token="isr_wrong"), 401, "unauthenticated")
+
+
 def test_no_token_or_a_wrong_one_is_401(served, tokens) -> None:  # type: ignore[no-untyped-def]
     a = call(served.url, "GET", f"{API}/directory")
     _error(a, 401, "unauthenticated")

@@ -90,6 +90,27 @@ def test_token_out_writes_the_first_token_to_a_private_file(env: Path, tmp_path:
               str(WY_FILE)).strip() == "registry version 1"
 
 
+def test_a_token_created_into_a_private_file(env: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    init(env, monkeypatch)
+    path = tmp_path / "auditor.token"
+    out = ok("token", "create", "--role", "auditor", "--label", "ICO audit 2026",
+             "--token-out", str(path))
+    secret = path.read_text().strip()
+    assert secret.startswith("isr_") and secret not in out and f"written to {path}" in out
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    dd = DataDir(env)
+    store = Store(dd.database_url, public_key=dd.public_key())
+    try:
+        token = store.authenticate(secret)
+        assert token is not None and (token.role, token.label) == ("auditor", "ICO audit 2026")
+    finally:
+        store.close()
+    again = run("token", "create", "--role", "auditor", "--label", "x", "--token-out", str(path))
+    assert again.exit_code == 1 and "exists already" in again.output
+    assert len(json.loads(ok("token", "list", "--json"))) == 2  # no token made for nothing
+
+
 def test_every_change_from_the_command_line(env: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     init(env, monkeypatch)

@@ -77,3 +77,25 @@ def test_errors_are_translated(served, agency) -> None:  # type: ignore[no-untyp
     with pytest.raises(RegistryUnavailable):
         RegistryClient(f"http://127.0.0.1:{closed}", agency, served.key.public,
                        timeout=5).directory()
+
+
+def test_an_unchanged_directory_is_revalidated_not_sent_again(served, agency) -> None:  # type: ignore[no-untyped-def]
+    import urllib.error
+    import urllib.request
+
+    client = RegistryClient(served.url, agency, served.key.public)
+    first = client.directory()
+    # The same verified object comes back: the registry answered 304 without a body.
+    assert client.directory() is first
+    request = urllib.request.Request(f"{served.url}/api/v1/directory", headers={
+        "Authorization": f"Bearer {agency}"})
+    with urllib.request.urlopen(request) as r:
+        etag = r.headers["ETag"]
+    request.add_header("If-None-Match", etag)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(request)
+    assert e.value.code == 304 and e.value.read() == b""
+    # A change is a new document: fetched, verified, and higher.
+    served.store.register_manager("m-2", "leeds-cc", "Deputy", actor="test:admin")
+    second = client.directory()
+    assert second.version == first.version + 1 and client.directory() is second

@@ -559,16 +559,19 @@ def test_cli_export_fetches_directories_from_the_registry(built: Built,
         runner = CliRunner()
         args = ["audit", "export", str(tmp_path / "x"), "--log", db, "--registry", registry,
                 "--registry-key", str(key_pub)]
-        done = runner.invoke(infoshare_main, [*args, "--token", _Registry.token, "--key-file",
-                                              str(key_file), "--origin", ORIGIN],
-                             env={"INFOSHARE_PASSPHRASE": "a passphrase for tests"})
+        done = runner.invoke(infoshare_main, [*args, "--key-file", str(key_file), "--origin",
+                                              ORIGIN],
+                             env={"INFOSHARE_PASSPHRASE": "a passphrase for tests",
+                                  "INFOSHARE_TOKEN": _Registry.token})
         assert done.exit_code == 0, done.output
         assert verify(tmp_path / "x", log_key=SIGNER.verifier).ok
-        refused = runner.invoke(infoshare_main, [*args, "--token", "wrong", "--log-key",
-                                                 SIGNER.verifier.line()])
+        wrong = tmp_path / "wrong.token"
+        wrong.write_text("wrong\n")
+        refused = runner.invoke(infoshare_main, [*args, "--token-file", str(wrong),
+                                                 "--log-key", SIGNER.verifier.line()])
         assert refused.exit_code == 1 and "Traceback" not in refused.output
         assert not (tmp_path / "x2").exists()
-        both = runner.invoke(infoshare_main, [*args, "--token", _Registry.token])
+        both = runner.invoke(infoshare_main, args, env={"INFOSHARE_TOKEN": _Registry.token})
         assert both.exit_code == 2  # neither --key-file nor --log-key
     finally:
         server.shutdown()
