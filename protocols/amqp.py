@@ -11,7 +11,7 @@ from typing import Final
 from protocols.model import amqp_user
 
 __all__ = ["DELIVER", "INBOX_PREFIX", "INGRESS", "INGRESS_PREFIX", "SUBMIT", "VHOST",
-           "amqp_url_for", "amqp_urls_for", "inbox_name", "ingress_name"]
+           "amqp_url_for", "inbox_name", "ingress_name"]
 
 VHOST: Final = "infoshare"
 SUBMIT: Final = "infoshare.submit"
@@ -54,16 +54,3 @@ def amqp_url_for(amqp_base_url: str, user: str, password: str, vhost: str) -> st
     path = "/" + urllib.parse.quote(vhost, safe="")
     return urllib.parse.urlunsplit((parts.scheme, netloc, path, parts.query, ""))
 
-
-def amqp_urls_for(amqp_base_urls: str, user: str, password: str, vhost: str) -> list[str]:
-    """:func:`amqp_url_for` for each of the comma-separated base URLs of a cluster's nodes.
-
-    A client tries them in turn, so that it carries on when one node is away.
-
-    Raises:
-        ValueError: no URL, or one that is not ``amqp://`` or ``amqps://`` with a host.
-    """
-    bases = [b.strip() for b in amqp_base_urls.split(",") if b.strip()]
-    if not bases:
-        raise ValueError("an AMQP URL is amqp://host[:port] or amqps://host[:port]")
-    return [amqp_url_for(b, user, password, vhost) for b in bases]
