@@ -15,18 +15,6 @@ class AgencyError(Exception):
     code = "agency_error"
 
 
-class DeploymentError(AgencyError):
-    """The deployment file is missing, malformed, or names files that cannot be read."""
-
-    code = "deployment_error"
-
-
-class CredentialsError(AgencyError):
-    """The credentials file is missing a user, unreadable, or readable by others."""
-
-    code = "credentials_error"
-
-
 class ClientError(AgencyError):
     """The agency client could not do what it was asked."""
 

@@ -45,11 +45,6 @@ class CredentialsError(BrokerError):
     code = "credentials_error"
 
 
-class DeploymentError(BrokerError):
-    """The deployment file is missing, malformed, or names files that cannot be read."""
-
-    code = "deployment_error"
-
 
 class ConnectionFailed(BrokerError):
     """RabbitMQ could not be reached, refused the connection, or failed TLS verification."""
