@@ -8,7 +8,9 @@ unexpected and the time to recover.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from harness import Outcome, RegistryServer
@@ -40,19 +42,28 @@ def fault_table() -> list[Outcome]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _OUTCOMES:
         return
-    tr = terminalreporter
-    tr.section("fault scenarios")
-    tr.write_line("| scenario | messages | faults injected | lost | duplicated | unexpected "
-                  "| recovery (s, max) | log |")
-    tr.write_line("|---|---|---|---|---|---|---|---|")
+    lines = _table()
+    terminalreporter.section("fault scenarios")
+    for line in lines:
+        terminalreporter.write_line(line)
+    table = Path(tempfile.gettempdir()) / "infoshare-fault-table.md"
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    terminalreporter.write_line(f"(also in {table})")
+
+
+def _table() -> list[str]:
+    """The table's rows, then one line of figures per scenario that measured more."""
+    lines = ["| scenario | messages | faults injected | lost | duplicated | unexpected "
+             "| recovery (s, max) | log |",
+             "|---|---|---|---|---|---|---|---|"]
     for o in _OUTCOMES:
         kinds: dict[str, int] = {}
         for f in o.faults:
             kinds[f.what] = kinds.get(f.what, 0) + 1
         faults = ", ".join(f"{n} x {k}" for k, n in kinds.items()) or "-"
         lost, dup, unexpected = o.result.counts
-        tr.write_line(f"| {o.name} | {o.messages} | {faults} | {lost} | {dup} | {unexpected} "
-                      f"| {o.recovery} | {'verifies' if o.log.ok else 'FAILS'} |")
+        lines.append(f"| {o.name} | {o.messages} | {faults} | {lost} | {dup} | {unexpected} "
+                     f"| {o.recovery} | {'verifies' if o.log.ok else 'FAILS'} |")
     for o in _OUTCOMES:
         figures = {k: v for k, v in o.notes.items() if k != "dead"}
         recoveries = [round(f.recovered, 2) for f in o.faults if f.recovered is not None]
@@ -62,4 +73,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         if stalls:
             figures["longest_stall_in_routing_during_the_fault_seconds"] = stalls
         if figures:
-            tr.write_line(f"{o.name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+            lines.append(f"{o.name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+    return lines

@@ -334,7 +334,7 @@ class Scenario:
 
     def first_routed_after(self, t: float) -> float | None:
         times = [d for r in self.routers for d in r.decision_times() if d >= t - 0.001]
-        return min(times) - t if times else None
+        return max(0.0, min(times) - t) if times else None
 
     # --- actors -----------------------------------------------------------------------
 

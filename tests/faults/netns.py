@@ -19,14 +19,28 @@ def _ip(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
 
 
+#: What ``ip netns add`` says when the machine forbids it (not root, or a container
+#: without CAP_SYS_ADMIN): the one reason a partition scenario may be skipped.
+_FORBIDDEN = ("Operation not permitted", "Permission denied")
+
+
 def available() -> tuple[bool, str]:
     """Whether network namespaces can be made here, and if not why."""
     probe = f"isfprobe{os.getpid()}"
-    made = _ip("netns", "add", probe)
+    try:
+        made = _ip("netns", "add", probe)
+    except FileNotFoundError:
+        return False, "no ip command (iproute2)"
     if made.returncode != 0:
         return False, (made.stderr or made.stdout).strip() or "ip netns add failed"
     _ip("netns", "del", probe)
     return True, ""
+
+
+def forbidden(why: str) -> bool:
+    """Whether ``why`` (from :func:`available`) says the machine forbids namespaces,
+    rather than that something is broken or missing."""
+    return any(f in why for f in _FORBIDDEN)
 
 
 class Namespaces:

@@ -25,6 +25,7 @@ from broker.postgres import PostgresInstance
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.postgres]
 
 MESSAGES = 900
+KILLS = 5
 OUTAGE = 20.0
 
 
@@ -49,9 +50,13 @@ def test_two_routers_share_a_postgres_log_while_one_is_killed_repeatedly(
     url = fault_postgres.create_database(f"faults_two_{int(time.time())}")
     with scenario("two-routers-postgres", tmp_path, fault_registry, [faults_node],
                   log_url=url) as s:
-        steady, victim = s.start_flow(MESSAGES, rate=25, routers=2)
-        for _ in range(5):
-            s.wait_log_grows(by=rng.randint(1, 60))
+        # Slow enough that the flow outlasts five kills and restarts (a few seconds each).
+        steady, victim = s.start_flow(MESSAGES, rate=8, routers=2)
+        for _ in range(KILLS):
+            # A random moment while the victim itself is routing: mid-batch, mid-publish.
+            busy = rng.randint(1, 30)
+            wait_for(f"{victim.name} routing", lambda r=victim, n=busy: len(r.decisions()) >= n,
+                     60, interval=0.01)
             victim = s.crash_router(victim)
         assert steady.alive, "the router that was left alone must still run"
         outcome = s.finish()

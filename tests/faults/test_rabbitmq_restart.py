@@ -44,9 +44,9 @@ def test_rabbitmq_restarted_three_times_mid_stream(
                 faults_node.stop()
             else:
                 _crash(faults_node)
-            began = time.monotonic()
+            down = time.monotonic()
             faults_node.start()
-            starts.append(time.monotonic() - began)
+            starts.append(time.monotonic() - down)
             s.faults.append(Fault("rabbitmq restart" if restart == 0
                                   else "rabbitmq kill -9 and start", time.time(),
                                   began=began))
