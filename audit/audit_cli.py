@@ -43,7 +43,6 @@ from protocols.errors import ProtocolsError
 from registry.client import RegistryClient
 from registry.errors import RegistryError
 
-DEFAULT_ORIGIN = "wy-iisp.example/transfer-log"
 _ERRORS: tuple[type[Exception], ...] = (
     AuditError, KeysError, ProtocolsError, RegistryError, OSError)
 
@@ -150,13 +149,14 @@ def audit() -> None:
 @click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="With --log: the broker's signing key, to sign a checkpoint covering "
               "every entry (passphrase from INFOSHARE_PASSPHRASE).")
-@click.option("--origin", default=DEFAULT_ORIGIN, show_default=True,
-              help="The log's name in its checkpoints (with --key-file).")
+@click.option("--origin", default=None, metavar="NAME",
+              help="With --key-file: the log's name in its checkpoints, as the router signs "
+              "them (`infoshare broker config` shows it as origin).")
 @log_key_option
 @quiet_option
 def export_command(out_dir: Path, served: str | None, log_url: str | None,
                    registry_url: str | None, token_file: Path | None, registry_key: Path,
-                   key_file: Path | None, origin: str, log_key: str | None,
+                   key_file: Path | None, origin: str | None, log_key: str | None,
                    quiet: bool) -> None:
     """Write an export of the log to OUT_DIR (wire spec 6.4).
 
@@ -185,13 +185,18 @@ def export_command(out_dir: Path, served: str | None, log_url: str | None,
     if (key_file is None) == (log_key is None):
         raise click.UsageError("give either --key-file (to sign) or --log-key (to read only)")
     signer: NoteSigner | None = None
+    verifier = _log_key(log_key)
+    if verifier is not None:
+        origin = verifier.name
     if key_file is not None:
+        if origin is None:
+            raise click.UsageError("--key-file needs --origin, the log's name as the router "
+                                   "signs it (`infoshare broker config` shows it as origin)")
         passphrase = os.environ.get("INFOSHARE_PASSPHRASE", "").encode("utf-8")
         pair = _run(lambda: read_private_key(key_file, passphrase).signing_pair())
         signer = NoteSigner(origin, pair)
-    verifier = _log_key(log_key)
     client = RegistryClient(registry_url, token, pinned)
-    assert log_url is not None
+    assert log_url is not None and origin is not None
     log = _open_log(log_url, signer, origin)
     try:
         with count_bar("export", enabled=not quiet) as bar:

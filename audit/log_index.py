@@ -24,10 +24,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 from audit.export_dir import (
     CHECKPOINTS,
@@ -48,6 +48,10 @@ from audit.tiles import (
 from audit.verifying import TreeCheck
 from keys import Checkpoint, NoteError, NoteVerifier, b64encode, open_checkpoint
 from protocols.log_format import Entry
+
+T = TypeVar("T")
+#: How many answers :meth:`LogIndex.cached` keeps (each a few kilobytes at most).
+_CACHE_SIZE: Final = 256
 
 #: Bump when the schema changes: an index of another version is rebuilt.
 SCHEMA: Final = "infoshare-log-index/2"
@@ -145,7 +149,7 @@ class LogIndex:
         self._builder = TileBuilder()
         self._notes_seen = 0
         self._notes_digest = _digest([])
-        self._values: dict[str, tuple[tuple[str | None, str | None], list[str]]] = {}
+        self._cache: dict[Hashable, tuple[tuple[str | None, str | None], Any]] = {}
 
     # --- connections --------------------------------------------------------------------
 
@@ -460,15 +464,24 @@ class LogIndex:
         """The distinct values of an indexed column, for the filters' choices."""
         if column not in ENTRY_COLUMNS:
             raise ValueError(f"no column {column}")
-        # Every page shows them; they change only as the index grows or is rebuilt.
+        return self.cached(("values", column), lambda: [str(r[0]) for r in self.db().execute(
+            f"SELECT DISTINCT {column} FROM entries WHERE {column} IS NOT NULL ORDER BY 1")])
+
+    def cached(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, kept until the index grows or is rebuilt.
+
+        Every page shows the filters' choices, and a charts page asks for the same
+        counts once for its tables and once per chart: each is a scan of the index.
+        """
         version = (self._meta("size"), self._meta("built_at"))
-        known = self._values.get(column)
+        known = self._cache.get(key)
         if known is not None and known[0] == version:
-            return known[1]
-        found = [str(r[0]) for r in self.db().execute(
-            f"SELECT DISTINCT {column} FROM entries WHERE {column} IS NOT NULL ORDER BY 1")]
-        self._values[column] = (version, found)
-        return found
+            return cast(T, known[1])
+        value = compute()
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = (version, value)
+        return value
 
 
 def _digest(notes: list[str]) -> str:

@@ -107,6 +107,10 @@ def timeline(index: LogIndex, f: ReportFilters, *, before: int | None = None,
 def counts(index: LogIndex, f: ReportFilters) -> Report:
     """A report's counts (no rows) over what ``f`` admits: by purpose and month, refusals
     by reason, routed shares without consent by ground."""
+    return index.cached(("counts", f), lambda: _counts(index, f))
+
+
+def _counts(index: LogIndex, f: ReportFilters) -> Report:
     cond, params = where(f)
     db = index.db()
     out = Report(f)

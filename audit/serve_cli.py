@@ -14,7 +14,6 @@ from pathlib import Path
 import click
 
 from audit.audit_cli import (
-    DEFAULT_ORIGIN,
     _log_key,
     _open_log,
     _registry_key,
@@ -28,7 +27,6 @@ from audit.serving import serve
 from audit.web.auth import LocalToken, RegistryTokens
 from audit.web.building import build
 from audit.web.site import LogSite
-from keys import NoteVerifier, read_public_key_file
 from registry.client import RegistryClient
 
 HOME_ENV = "INFOSHARE_HOME"
@@ -85,33 +83,6 @@ def _indexing(site: LogSite, *, force: bool = False) -> None:
 @click.group("log")
 def log_group() -> None:
     """Serve the transfer log read-only (C2SP tlog-tiles, proofs, exports, auditors' pages)."""
-
-
-@log_group.command("key")
-@click.option("--home", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="The broker host's directory (default $INFOSHARE_HOME), where "
-              "HOME/broker.signing.pub is.")
-@click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="The broker's public signing key file (default HOME/broker.signing.pub).")
-@click.option("--origin", default=DEFAULT_ORIGIN, show_default=True,
-              help="The log's name in its checkpoints (as given to broker run).")
-def log_key(home: Path | None, key_file: Path | None, origin: str) -> None:
-    """Print the log's verifier key (name+hash+key): the line auditors pin.
-
-    Made from the broker's public key file, which signs the checkpoints.
-    """
-    home = _home(home)
-    if key_file is None:
-        if home is None:
-            raise click.UsageError("give --key-file (or --home, or set INFOSHARE_HOME)")
-        key_file = home / "broker.signing.pub"
-    found = _run(lambda: read_public_key_file(key_file))
-    if found.holder != "broker" or found.use != "signing":
-        raise click.ClickException(f"{key_file} is the {found.use} key of {found.holder} "
-                                   f"{found.owner}, not the broker's signing key")
-    # Parsed back, so an origin no note could carry is refused here, not by the auditor.
-    click.echo(_run(lambda: NoteVerifier.parse(NoteVerifier(origin, found.public).line())
-                    .line()))
 
 
 @log_group.command("serve")

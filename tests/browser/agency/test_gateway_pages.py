@@ -4,29 +4,25 @@ A practitioner at a school tries an early-help referral without consent and is
 told why before anything is sent; a MARAC referral with consent refused waits
 for a manager, who approves it with the passphrase; a real router routes it
 through a real RabbitMQ node; the police open it; the school sees it received;
-the case record shows both. Screenshots of compose, approvals and inbox are
-kept as test artefacts (and, with INFOSHARE_UPDATE_SCREENSHOTS=1, written to
-docs/screenshots/).
+the case record shows both. Screenshots of each page are taken on every run;
+``INFOSHARE_UPDATE_SCREENSHOTS=1`` refreshes docs/screenshots/ with them.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from gateway_world import POLICE_MARAC, SCHOOL, World, gateway_world
 from playwright.sync_api import Browser, Page, expect
+from screenshots import shot
 
 from broker.node import RabbitNode
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-DOCS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
 CASE = "SCH-2026-042"
 
 
@@ -35,16 +31,6 @@ def world(rabbit_node: RabbitNode, tmp_path_factory: pytest.TempPathFactory) -> 
     with gateway_world(rabbit_node, tmp_path_factory.mktemp("gw-pages"),
                        "infoshare-test-pages") as w:
         yield w
-
-
-@pytest.fixture
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    out = tmp_path_factory.mktemp("screenshots")
-    yield out
-    if os.environ.get("INFOSHARE_UPDATE_SCREENSHOTS") == "1":
-        DOCS.mkdir(parents=True, exist_ok=True)
-        for png in out.glob("*.png"):
-            shutil.copyfile(png, DOCS / png.name)
 
 
 def sign_in(browser: Browser, url: str, username: str, password: str) -> Page:
@@ -62,7 +48,7 @@ def choose(page: Page, title: str) -> None:
 
 
 def test_refused_early_help_then_an_approved_marac_referral_opened_by_the_police(
-        browser: Browser, world: World, shots: Path) -> None:
+        browser: Browser, world: World) -> None:
     leeds, police = world.leeds.url, world.police.url
     page = sign_in(browser, leeds, "sam.teacher", "practitioner-pw-1")
     expect(page.get_by_role("heading", name="Share information: why?")).to_be_visible()
@@ -90,7 +76,7 @@ def test_refused_early_help_then_an_approved_marac_referral_opened_by_the_police
     page.get_by_label("When not given").select_option("adult-serious-harm")
     page.get_by_label("They are not told").check()
     page.get_by_label("Why this is shared").fill("High risk; MARAC threshold met")
-    page.screenshot(path=str(shots / "compose.png"), full_page=True)
+    shot(page, "compose")
     page.get_by_role("button", name="Check before sending").click()
     expect(page.get_by_text("A manager must approve this")).to_be_visible()
     expect(page.get_by_text(POLICE_MARAC)).to_be_visible()
@@ -102,7 +88,7 @@ def test_refused_early_help_then_an_approved_marac_referral_opened_by_the_police
     manager = sign_in(browser, leeds, "ali.manager", "manager-pw-1")
     expect(manager.get_by_role("heading", name="Waiting for your approval")).to_be_visible()
     expect(manager.get_by_text("High risk; MARAC threshold met")).to_be_visible()
-    manager.screenshot(path=str(shots / "approvals.png"), full_page=True)
+    shot(manager, "approvals")
     manager.get_by_label("Your key's passphrase").fill("wrong passphrase")
     manager.get_by_role("button", name="Approve and countersign").click()
     expect(manager.get_by_text("nothing was signed")).to_be_visible()
@@ -123,7 +109,7 @@ def test_refused_early_help_then_an_approved_marac_referral_opened_by_the_police
         time.sleep(0.2)
         officer.reload()
     expect(officer.locator("tr.received")).to_contain_text(SCHOOL)
-    officer.screenshot(path=str(shots / "inbox.png"), full_page=True)
+    shot(officer, "inbox")
     officer.get_by_role("link", name="Open").first.click()
     expect(officer.get_by_text("Mother disclosed repeated assaults; DASH 16")).to_be_visible()
 
@@ -138,7 +124,7 @@ def test_refused_early_help_then_an_approved_marac_referral_opened_by_the_police
     expect(page.locator("tr.refused")).to_contain_text("early-help")
     expect(page.locator("tr.refused")).to_contain_text("consent_required")
     expect(page.locator("tr.receipted")).to_contain_text("marac-referral")
-    page.screenshot(path=str(shots / "case-record.png"), full_page=True)
+    shot(page, "case-record")
     assert world.transfer_log.size() == 2  # the referral and its receipt
 
 

@@ -6,7 +6,8 @@ proof verified and its decision re-run, and downloads the CSV. Then a copy of
 the log fetched with ``infoshare audit export --from`` is tampered with and
 served with ``infoshare audit serve``: the verdict names the failure.
 
-Screenshots of each step are written to docs/screenshots/ (the README shows two).
+Screenshots of each step are taken on every run; ``INFOSHARE_UPDATE_SCREENSHOTS=1``
+refreshes docs/screenshots/ with them (the README shows two).
 """
 
 from __future__ import annotations
@@ -23,15 +24,11 @@ import pytest
 from audited import Audited
 from auditing_world import INFOSHARE, serving
 from playwright.sync_api import Page, expect
+from screenshots import shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
 
-
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def sign_in(page: Page, url: str, token: str) -> None:

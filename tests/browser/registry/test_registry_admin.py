@@ -1,7 +1,8 @@
 """An administrator's work in Chromium: add a unit, register its keys from their files,
 revoke a key after a confirmation, read the history in words.
 
-Screenshots of each step are written to docs/screenshots/ (the README shows one).
+Screenshots of each step are taken on every run; ``INFOSHARE_UPDATE_SCREENSHOTS=1``
+refreshes docs/screenshots/ with them (the README shows one).
 """
 
 from __future__ import annotations
@@ -13,18 +14,14 @@ import pytest
 from click.testing import CliRunner
 from playwright.sync_api import Page, expect
 from registry_site import Site
+from screenshots import shot
 
 from keys.cli import keys as keys_cli
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
 PASSPHRASE = "correct horse battery staple"
 
-
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def generate(out: Path, *args: str) -> None:

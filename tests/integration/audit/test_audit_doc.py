@@ -41,7 +41,7 @@ from audit_export import route
 from auditing_world import serving
 from registry_testing import west_yorkshire
 
-from audit.audit_cli import DEFAULT_ORIGIN
+from broker.host_config import BrokerConfig
 from broker.transfer_log import TransferLog
 from keys import NoteSigner, new_keys, write_public_key_file
 from protocols.envelope import build_envelope
@@ -105,9 +105,12 @@ def _certificate(ca: trustme.CA, host: str, directory: Path, stem: str) -> tuple
     return cert, key
 
 
+ORIGIN = "broker.example.gov.uk/transfer-log"
+
+
 def _broker_host(work: Path, env: dict[str, str]) -> None:
     """What the page assumes exists: a registry (var/registry, its admin token in
-    var/admin.token), the broker's public key file and its log in var/."""
+    var/admin.token), the broker host: its configuration, public key file and log in var/."""
     var = work / "var"
     data_dir, registry_key = create_data_dir(
         var / "registry", env["INFOSHARE_REGISTRY_PASSPHRASE"].encode("utf-8"))
@@ -127,12 +130,17 @@ def _broker_host(work: Path, env: dict[str, str]) -> None:
     (var / "admin.token").chmod(0o600)
     write_public_key_file(var / "broker.signing.pub", broker.files["signing"])
     shutil.copy(var / "registry" / "registry-key.pub", var / "registry-key.pub")
+    BrokerConfig(home=var, origin=ORIGIN, amqp_urls=("amqps://broker.example.gov.uk:5671",),
+                 management_url="https://broker.example.gov.uk:15671", vhost="infoshare",
+                 tls_ca=None, registry_url="https://registry.example.gov.uk:8080",
+                 registry_key=var / "registry-key.pub",
+                 log_database={"url": "sqlite:///transfer-log.db"}).save()
 
     # The router's decisions, signed as the router signs them: a section 47 request
     # and its response, routed, and a stale request, refused.
     log = TransferLog.open(f"sqlite:///{var / 'transfer-log.db'}",
-                           signer=NoteSigner(DEFAULT_ORIGIN, broker.signing),
-                           origin=DEFAULT_ORIGIN)
+                           signer=NoteSigner(ORIGIN, broker.signing),
+                           origin=ORIGIN)
     now = datetime.now(UTC).replace(microsecond=0)
 
     def envelope(sender: str, recipient: str, kind: str, created: datetime,
@@ -192,7 +200,7 @@ def test_the_audit_page_works_as_written(tmp_path: Path) -> None:
             operator = sections["Serving the log (for the broker's operator)"]
             assert [c.startswith(SERVERS) for c in operator] == [False, True]
             run(operator[0])
-            assert (work / "var" / "log-key.txt").read_text().startswith(DEFAULT_ORIGIN + "+")
+            assert (work / "var" / "log-key.txt").read_text().startswith(ORIGIN + "+")
             with serve(operator[1]) as log_url:
                 assert log_url == "https://0.0.0.0:8090", log_url
                 (token_line,) = sections["What you need"]

@@ -565,6 +565,9 @@ def test_cli_export_fetches_directories_from_the_registry(built: Built,
                                   "INFOSHARE_TOKEN": _Registry.token})
         assert done.exit_code == 0, done.output
         assert verify(tmp_path / "x", log_key=SIGNER.verifier).ok
+        nameless = runner.invoke(infoshare_main, [*args, "--key-file", str(key_file)],
+                                 env={"INFOSHARE_TOKEN": _Registry.token})
+        assert nameless.exit_code == 2 and "--key-file needs --origin" in nameless.output
         wrong = tmp_path / "wrong.token"
         wrong.write_text("wrong\n")
         refused = runner.invoke(infoshare_main, [*args, "--token-file", str(wrong),

@@ -13,7 +13,9 @@ import pytest
 from log_factories import draft, evidence, sha
 
 from audit.log_index import LogIndex
+from audit.log_queries import counts
 from audit.log_sources import ReadableLog
+from audit.reporting import ReportFilters
 from audit.web.auth import LocalToken
 from audit.web.building import build, rebuild
 from audit.web.site import LogSite
@@ -172,3 +174,16 @@ def test_an_index_under_another_log_key_is_read_again(log: TransferLog, tmp_path
     assert again.read == 0  # the first checkpoint already fails with this key
     assert not state.ok and state.key == other.verifier.line()
     assert state.failure is not None and "does not verify with the log key" in state.failure
+
+
+def test_counts_kept_between_pages_follow_the_log_as_it_grows(
+        log: TransferLog, tmp_path: Path) -> None:
+    site = start(tmp_path / "i.sqlite", log)
+    everything = ReportFilters()
+    first = counts(site.index, everything)
+    assert first.entries == 600
+    assert counts(site.index, everything) is first  # the same answer, not a second scan
+    grow(log, 50)
+    assert site.index.follow(log)
+    assert counts(site.index, everything).entries == 650
+    assert counts(site.index, ReportFilters(decision="refused")).entries < 650
