@@ -545,6 +545,7 @@ class AgencyClient:
         self._broker_key = broker_key
         self._countersigners = tuple(countersigners)
         self._params = [_parameters(url, self.user, ca_file) for url in urls]
+        self._directory_missed = False  # the last receive could not have the directory
         self._next_node = 0
         self._sink = record_sink
         self._notice_sink = notice_sink
@@ -912,9 +913,20 @@ class AgencyClient:
             raise StateError(f"{out_dir}: cannot create ({e.strerror})") from e
         self._try_pending_receipts()
         directory = _DirectoryCache(self._directories)
-        # Before taking anything: a message taken and handed back because the registry
-        # cannot be reached counts against the inbox's delivery limit.
-        directory.get()
+        # A message taken and handed back because the registry cannot be reached counts
+        # against the inbox's delivery limit, so once the registry has been away the
+        # directory is asked for before anything is taken. Not otherwise: the client's
+        # directory is shared with its sending, which must not be handed one fetched
+        # before keys its caller registers next.
+        try:
+            if self._directory_missed or self._directories.current is not None:
+                directory.get()
+            return self._receive_rounds(out_dir, directory, max_messages, idle_timeout)
+        finally:
+            self._directory_missed = directory.missed
+
+    def _receive_rounds(self, out_dir: Path, directory: _DirectoryCache,
+                        max_messages: int | None, idle_timeout: float) -> list[Received]:
         results: list[Received] = []
         handled = 0
         delay = BACKOFF_FIRST
@@ -1134,17 +1146,25 @@ class _DirectoryCache:
         self._directories = directories
         self._current: Directory | None = None
         self._refreshed = False
+        self.missed = False  # whether asking for it failed
 
     def get(self) -> Directory:
         if self._current is None:
-            self._current = self._directories.get()
+            self._current = self._ask(fresh=False)
         return self._current
 
     def refresh(self) -> Directory:
         if not self._refreshed:
             self._refreshed = True
-            self._current = self._directories.get(fresh=True)
+            self._current = self._ask(fresh=True)
         return self.get()
+
+    def _ask(self, *, fresh: bool) -> Directory:
+        try:
+            return self._directories.get(fresh=fresh)
+        except Exception:
+            self.missed = True
+            raise
 
 
 def _unique(signers: Sequence[SigningKeyPair]) -> tuple[SigningKeyPair, ...]:

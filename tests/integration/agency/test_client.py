@@ -595,6 +595,34 @@ def test_stopping_after_max_messages_hands_nothing_back(
     channel.basic_nack(method.delivery_tag, requeue=True)
 
 
+def test_a_registry_outage_costs_a_waiting_message_at_most_one_delivery(
+        make_client: Make, router: HandRouter, connect: Connect, world: World,
+        tmp_path: Path) -> None:
+    police = make_client(POLICE)
+    _referral(police)
+    body, _ = router.take() or pytest.fail("nothing published")
+    router.forward(body, DOOR)
+
+    class RegistryAway(Exception):
+        pass
+
+    def away() -> Directory:
+        raise RegistryAway
+
+    door = make_client(DOOR, directory=away)
+    for _ in range(5):  # a recipient trying again while the registry is away
+        with pytest.raises(RegistryAway):
+            door.receive(tmp_path / "inbox", idle_timeout=0.3)
+    # Taken once (the first try could not know the registry was away), handed back
+    # once, and not taken again: the inbox's delivery limit is not spent on an outage.
+    user = amqp_user(DOOR)
+    channel = connect(user, world.credentials.password(user), VHOST).channel()
+    method, props, _ = channel.basic_get(inbox_name(DOOR), auto_ack=False)
+    assert method is not None
+    assert (props.headers or {}).get("x-delivery-count", 0) <= 1
+    channel.basic_nack(method.delivery_tag, requeue=True)
+
+
 def test_send_reconnects_after_the_server_closed_the_connection(
         make_client: Make, router: HandRouter, management: ManagementAPI) -> None:
     police = make_client(POLICE)
