@@ -6,7 +6,7 @@ Starts a private RabbitMQ node, provisions the West Yorkshire topology, and:
 
 1. baseline: the same pika machinery as the router (SelectConnection, confirms
    pipelined, acks on confirm) forwarding N preloaded 1 KiB-record envelopes
-   from ``infoshare.ingress`` to an inbox, with no parsing, no policy and no log;
+   from the sender's ingress queue to an inbox, with no parsing, no policy and no log;
 2. router: N preloaded envelopes routed for real (parse, verify, decide,
    SQLite log with synchronous=FULL, deliver, notice, ack);
 3. latency: envelopes submitted at a steady rate, submit-to-inbox p50/p99.
@@ -36,7 +36,13 @@ sys.path.insert(0, str(ROOT))
 
 from broker.node import NodeConfig, RabbitNode  # noqa: E402
 from broker.router import DirectoryHolder, Router, _Inbound  # noqa: E402
-from broker.topology import Credentials, amqp_url_for, inbox_name, provision  # noqa: E402
+from broker.topology import (  # noqa: E402
+    Credentials,
+    amqp_url_for,
+    inbox_name,
+    ingress_name,
+    provision,
+)
 from broker.transfer_log import TransferLog  # noqa: E402
 from keys import EncryptionKeyPair, NoteSigner, SigningKeyPair  # noqa: E402
 from protocols.envelope import build_envelope  # noqa: E402
@@ -108,7 +114,7 @@ def preload(s: Setup, bodies: list[bytes]) -> None:
 
 
 def purge(s: Setup) -> None:
-    for q in (inbox_name(RECIPIENT), inbox_name(SENDER), "infoshare.ingress"):
+    for q in (inbox_name(RECIPIENT), inbox_name(SENDER), ingress_name(SENDER)):
         s.node.ctl("purge_queue", "-p", VHOST, q)
 
 
