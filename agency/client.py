@@ -22,7 +22,8 @@ Invariants:
   unit's key, write the record atomically (temporary file, fsync, rename,
   mode 0600), commit its message id to the state store, and only then ack.
   A message id already accepted is acked and not written again, across
-  restarts, so no message is processed twice.
+  restarts, so no message is processed twice; nor is a record written by a
+  run killed before it committed (the file is there, whole, and is kept).
 - **Every opened message is acknowledged in writing.** The receipt (wire
   spec 3.2) is built and stored in the state store's outbox in the same
   transaction that accepts the message, and published after the ack; receipts
@@ -544,6 +545,7 @@ class AgencyClient:
         self._broker_key = broker_key
         self._countersigners = tuple(countersigners)
         self._params = [_parameters(url, self.user, ca_file) for url in urls]
+        self._directory_missed = False  # the last receive could not have the directory
         self._next_node = 0
         self._sink = record_sink
         self._notice_sink = notice_sink
@@ -911,6 +913,20 @@ class AgencyClient:
             raise StateError(f"{out_dir}: cannot create ({e.strerror})") from e
         self._try_pending_receipts()
         directory = _DirectoryCache(self._directories)
+        # A message taken and handed back because the registry cannot be reached counts
+        # against the inbox's delivery limit, so once the registry has been away the
+        # directory is asked for before anything is taken. Not otherwise: the client's
+        # directory is shared with its sending, which must not be handed one fetched
+        # before keys its caller registers next.
+        try:
+            if self._directory_missed or self._directories.current is not None:
+                directory.get()
+            return self._receive_rounds(out_dir, directory, max_messages, idle_timeout)
+        finally:
+            self._directory_missed = directory.missed
+
+    def _receive_rounds(self, out_dir: Path, directory: _DirectoryCache,
+                        max_messages: int | None, idle_timeout: float) -> list[Received]:
         results: list[Received] = []
         handled = 0
         delay = BACKOFF_FIRST
@@ -1061,7 +1077,11 @@ class AgencyClient:
                 path = self._sink(body, env, payload, LogPosition.of(props))
             else:
                 assert path is not None
-                write_atomic(path, _record_bytes(env, payload, seq))
+                # A record that exists already was written by a run that died before
+                # it could accept the message: it is whole (written atomically) and is
+                # not written a second time.
+                if not path.exists():
+                    write_atomic(path, _record_bytes(env, payload, seq))
         except OSError as e:
             raise StateError(f"{path}: cannot write the record ({e.strerror})") from e
         if self._deferred and h.kind != "receipt":
@@ -1126,17 +1146,25 @@ class _DirectoryCache:
         self._directories = directories
         self._current: Directory | None = None
         self._refreshed = False
+        self.missed = False  # whether asking for it failed
 
     def get(self) -> Directory:
         if self._current is None:
-            self._current = self._directories.get()
+            self._current = self._ask(fresh=False)
         return self._current
 
     def refresh(self) -> Directory:
         if not self._refreshed:
             self._refreshed = True
-            self._current = self._directories.get(fresh=True)
+            self._current = self._ask(fresh=True)
         return self.get()
+
+    def _ask(self, *, fresh: bool) -> Directory:
+        try:
+            return self._directories.get(fresh=fresh)
+        except Exception:
+            self.missed = True
+            raise
 
 
 def _unique(signers: Sequence[SigningKeyPair]) -> tuple[SigningKeyPair, ...]:

@@ -10,16 +10,21 @@ to nothing else on the machine. This module guarantees:
   read or touched, and no port is assumed free: ports that are not given are
   found by binding to port 0.
 * **Loopback only.** AMQP, the management API and Erlang distribution listen
-  on 127.0.0.1; an epmd started by a node binds to 127.0.0.1 too.
+  on 127.0.0.1; an epmd started by a node binds to 127.0.0.1 too. A node may
+  instead live in a network namespace of its own (``NodeConfig.netns``, made
+  by the caller, root only): it then listens on that namespace's address
+  only, under a long node name (``name@address``), with an epmd of its own,
+  so that a test can cut it off from the others (``ip link set ... down``).
 * **TLS when given certificates.** With :class:`NodeTls` the node listens for
   AMQPS only (no plain AMQP listener) and serves the management API over
   HTTPS, from copies of the PEM files kept in its data directory (0600).
 * **Private files.** The data directory is 0700; the configuration file,
   which may hold the administrator's password, is 0600.
-* **Ready means ready.** :meth:`RabbitNode.start` returns only once
-  ``rabbitmqctl await_startup`` succeeds and the management API answers
-  ``/api/overview``. On any failure it raises :class:`NodeError` carrying the
-  tail of the node's logs, and leaves no process of the node behind.
+* **Ready means ready.** :meth:`RabbitNode.start` returns only once the
+  AMQP listener (the last thing a booting node starts) accepts connections
+  and the management API answers ``/api/overview``. On any failure it raises
+  :class:`NodeError` carrying the tail of the node's logs, and leaves no
+  process of the node behind.
 * **Stopped means gone.** :meth:`RabbitNode.stop` asks ``rabbitmqctl stop``
   and, if that fails or the VM lingers, sends SIGTERM then SIGKILL to the
   node's process group. It is safe to call on a node that is already dead.
@@ -54,7 +59,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -77,7 +82,6 @@ __all__ = [
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 STATE_FILE = "node.json"
 _INSTALL_HINT = "install it with scripts/setup (apt-get install -y rabbitmq-server)"
-_LOOPBACK_ERL = "{127,0,0,1}"
 
 
 class NodeError(Exception):
@@ -103,9 +107,9 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def _port_is_free(host: str, port: int) -> bool:
+    """Whether a listener could bind ``port`` now, as RabbitMQ's do: with SO_REUSEADDR, so
+    that connections of a stopped node lingering in TIME_WAIT do not count as in use."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # As RabbitMQ binds: connections of a node that just stopped, left in
-        # TIME_WAIT, do not keep a new node from listening on the port.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
@@ -127,8 +131,9 @@ class NodeTls:
 class NodeConfig:
     """Where a node lives and what it listens on.
 
-    ``name`` is the short Erlang node name; the node is ``name@localhost`` and
-    must be unique among the Erlang nodes running on this machine. With
+    ``name`` is the short Erlang node name; the node is ``name@localhost`` (or
+    ``name@host`` in a network namespace, ``netns``) and must be unique among
+    the Erlang nodes running on this machine. With
     ``tls`` the node speaks only AMQPS and HTTPS (management). With an
     ``admin_user`` other than guest, RabbitMQ creates that administrator on
     first start instead of guest; its password is written only to the node's
@@ -144,6 +149,8 @@ class NodeConfig:
     tls: NodeTls | None = None
     admin_user: str = "guest"
     admin_password: str = field(default="guest", repr=False)
+    #: A network namespace (``ip netns``) to run in; ``host`` is then its address.
+    netns: str | None = None
 
     @classmethod
     def in_directory(cls, data_dir: Path, *, name: str = "infoshare",
@@ -164,8 +171,11 @@ class NodeConfig:
 
     @property
     def nodename(self) -> str:
-        """The Erlang node name, e.g. ``infoshare@localhost``."""
-        return self.name if "@" in self.name else f"{self.name}@localhost"
+        """The Erlang node name, e.g. ``infoshare@localhost`` (``infoshare@10.1.2.3`` in a
+        network namespace, where ``localhost`` is the namespace's own)."""
+        if "@" in self.name:
+            return self.name
+        return f"{self.name}@{self.host if self.netns else 'localhost'}"
 
 
 # -- /proc helpers -----------------------------------------------------------
@@ -263,6 +273,7 @@ class RabbitNode:
                 management_port=int(state["management_port"]),
                 dist_port=int(state["dist_port"]),
                 host=state.get("host", "127.0.0.1"),
+                netns=state.get("netns"),
                 tls=None if not tls else NodeTls(Path(tls["cert"]), Path(tls["key"]),
                                                  Path(tls["ca"])),
                 admin_user=state.get("admin_user", "guest"),
@@ -321,7 +332,8 @@ class RabbitNode:
         for key in list(env):
             if key.startswith(("RABBITMQ_", "ERL_")):
                 del env[key]
-        dist_iface = f"-kernel inet_dist_use_interface {_LOOPBACK_ERL}"
+        address = "{" + self.config.host.replace(".", ",") + "}"
+        dist_iface = f"-kernel inet_dist_use_interface {address}"
         env.update(
             HOME=str(self.home),
             RABBITMQ_NODENAME=self.config.nodename,
@@ -340,10 +352,18 @@ class RabbitNode:
             # 0 lets the kernel pick, so parallel calls never collide.
             RABBITMQ_CTL_DIST_PORT_MIN="0",
             RABBITMQ_CTL_DIST_PORT_MAX="0",
-            ERL_EPMD_ADDRESS="127.0.0.1",
+            ERL_EPMD_ADDRESS=self.config.host,
             ERL_CRASH_DUMP=str(d / "erl_crash.dump"),
         )
+        if self.config.netns:
+            env["RABBITMQ_USE_LONGNAME"] = "true"
         return env
+
+    def _command(self, *args: str) -> list[str]:
+        """``args`` as run in the node's network namespace, if it has one."""
+        if self.config.netns:
+            return ["ip", "netns", "exec", self.config.netns, *args]
+        return list(args)
 
     def _write_files(self) -> None:
         d = self.data_dir
@@ -363,7 +383,10 @@ class RabbitNode:
 
     def _rabbitmq_conf(self) -> str:
         c = self.config
-        lines = ["loopback_users.guest = true", f"max_message_size = {MAX_BODY_BYTES}"]
+        # In a namespace of its own, this machine reaches the node over a private bridge,
+        # not loopback: guest must be let in from there (nothing else reaches it).
+        guest = "loopback_users = none" if c.netns else "loopback_users.guest = true"
+        lines = [guest, f"max_message_size = {MAX_BODY_BYTES}"]
         if c.admin_user != "guest":
             # Made on first start instead of guest, as an administrator of vhost "/".
             lines += [f"default_user = {c.admin_user}", f"default_pass = {c.admin_password}"]
@@ -403,6 +426,7 @@ class RabbitNode:
             "name": c.name,
             "nodename": c.nodename,
             "host": c.host,
+            "netns": c.netns,
             "amqp_port": c.amqp_port,
             "management_port": c.management_port,
             "dist_port": c.dist_port,
@@ -465,7 +489,7 @@ class RabbitNode:
             raise NodeError(f"{exe} not found: {_INSTALL_HINT}")
         try:
             return subprocess.run(
-                [str(exe), "-n", self.config.nodename, *args],
+                self._command(str(exe), "-n", self.config.nodename, *args),
                 env=self._env(),
                 cwd=self.data_dir,
                 stdin=subprocess.DEVNULL,
@@ -496,7 +520,8 @@ class RabbitNode:
             ("management", c.management_port),
             ("distribution", c.dist_port),
         ):
-            if not _port_is_free(c.host, port):
+            # A namespace's ports are its own (and its address is not this one's).
+            if not c.netns and not _port_is_free(c.host, port):
                 raise NodeError(f"{what} port {c.host}:{port} is already in use")
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.data_dir.chmod(0o700)
@@ -506,7 +531,7 @@ class RabbitNode:
             # A new session: the node gets its own process group (stopped as a
             # whole) and no terminal signals from whoever started it.
             self._proc = subprocess.Popen(
-                [str(server)],
+                self._command(str(server)),
                 env=self._env(),
                 cwd=self.data_dir,
                 stdin=subprocess.DEVNULL,
@@ -529,34 +554,28 @@ class RabbitNode:
         self._write_state()
 
     def _wait_ready(self, deadline: float) -> None:
-        # await_startup exits 69 at once until the node has registered with
-        # epmd; after that it blocks until boot finishes.
-        last = ""
-        while True:
-            self._check_alive()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise NodeError(f"{self.nodename} not started in time: {last}")
-            per_call = max(1.0, min(remaining, 30.0))
-            try:
-                result = self.ctl(
-                    "await_startup", "--timeout", str(int(per_call)), timeout=per_call + 15
-                )
-            except NodeError as e:
-                last = str(e)
-            else:
-                if result.returncode == 0:
-                    break
-                last = (result.stderr or result.stdout).strip()
-            time.sleep(0.5)
+        # A booting node starts its AMQP listener last, after every boot step and
+        # plugin: a connection it accepts means the node is up. Polling the socket,
+        # rather than calling rabbitmqctl await_startup (an Erlang VM of its own for
+        # every attempt, seconds each on a small machine), lets a restarted node
+        # serve again sooner.
+        self._wait_for(self._amqp_accepts, deadline, "AMQP")
         self._wait_for(self._management_answers, deadline, "the management API")
+
+    def _amqp_accepts(self) -> bool:
+        try:
+            with socket.create_connection((self.config.host, self.config.amqp_port),
+                                          timeout=1.0):
+                return True
+        except OSError:
+            return False
 
     def _wait_for(self, ready: Callable[[], bool], deadline: float, what: str) -> None:
         while not ready():
             self._check_alive()
             if time.monotonic() > deadline:
                 raise NodeError(f"{what} of {self.nodename} did not answer in time")
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     def _check_alive(self) -> None:
         if self._proc is not None and self._proc.poll() is not None:
@@ -660,20 +679,25 @@ class RabbitNode:
 
 
 def start_cluster(
-    base_dir: Path, size: int = 3, *, name: str = "infoshare", timeout: float = 120.0
+    base_dir: Path, size: int = 3, *, name: str = "infoshare", timeout: float = 120.0,
+    places: Sequence[tuple[str, str]] | None = None,
 ) -> list[RabbitNode]:
     """Start ``size`` nodes under ``base_dir`` and join them into one cluster.
 
     Nodes are ``{name}-1`` ... ``{name}-N`` in ``base_dir/node-1`` ...; they
     share one Erlang cookie, start in parallel, and nodes 2..N join node 1
     (``stop_app``, ``join_cluster``, ``start_app``). Returns the nodes, node 1
-    first, once every node reports all ``size`` nodes running.
+    first, once every node reports all ``size`` nodes running. ``places``
+    puts node i in network namespace ``places[i][0]`` at address
+    ``places[i][1]`` (made by the caller) instead of on loopback.
 
     Raises:
         NodeError: a node failed to start or join; all nodes are stopped.
     """
     if size < 1:
         raise ValueError("a cluster needs at least one node")
+    if places is not None and len(places) != size:
+        raise ValueError("one place per node")
     base_dir = Path(base_dir).resolve()
     ports = free_ports(3 * size)
     cookie = secrets.token_hex(20)
@@ -685,6 +709,8 @@ def start_cluster(
                 amqp_port=ports[3 * i],
                 management_port=ports[3 * i + 1],
                 dist_port=ports[3 * i + 2],
+                netns=None if places is None else places[i][0],
+                host="127.0.0.1" if places is None else places[i][1],
             ),
             cookie=cookie,
         )

@@ -91,15 +91,24 @@ def start(home: Path, name: str, amqp_port: int | None, management_port: int | N
           dist_port: int | None, tls_cert: Path | None, tls_key: Path | None,
           tls_ca: Path | None, admin_user: str, admin_password_file: Path | None,
           timeout: float, as_json: bool) -> None:
-    """Start a node in HOME, print its URLs and leave it running."""
+    """Start a node in HOME, print its URLs and leave it running.
+
+    A node started before in HOME starts again on its own ports (clients keep
+    their URLs), unless others are given.
+    """
     given = [p for p in (tls_cert, tls_key, tls_ca) if p is not None]
     if given and len(given) != 3:
         raise click.UsageError("TLS needs all of --tls-cert, --tls-key and --tls-ca")
     tls = NodeTls(tls_cert.resolve(), tls_key.resolve(), tls_ca.resolve()) \
         if tls_cert and tls_key and tls_ca else None
-    if (home / STATE_FILE).exists() and _load(home).is_running():
+    before = _load(home) if (home / STATE_FILE).exists() else None
+    if before is not None and before.is_running():
         raise click.ClickException(f"a node is already running in {home}")
-    amqp, management, dist = free_ports(3)
+    if before is not None:
+        amqp, management, dist = (before.config.amqp_port, before.config.management_port,
+                                  before.config.dist_port)
+    else:
+        amqp, management, dist = free_ports(3)
     config = NodeConfig(
         name=name,
         data_dir=home.resolve(),

@@ -2,17 +2,30 @@
 
 :func:`provision` makes one virtual host match a :class:`~protocols.model.Directory`:
 
-- exchanges ``infoshare.submit`` (fanout), ``infoshare.deliver`` (direct) and
-  ``infoshare.dead`` (fanout), all durable;
-- quorum queues ``infoshare.ingress`` (bound to submit) and one
-  ``infoshare.inbox.org.unit`` per unit (bound to deliver with the unit's
-  address), each with a delivery limit and dead-lettering to
-  ``infoshare.dead``, whose quorum queue ``infoshare.dead-letter`` keeps a
-  poison message for an operator instead of dropping it;
-- one AMQP user per unit (``org.unit``) that may write ``infoshare.submit``
-  and read its own inbox and nothing else, and the broker's user, which may
-  read ``infoshare.ingress`` and write ``infoshare.deliver``. Nobody but an
+- exchanges ``infoshare.submit`` (topic, whose alternate exchange is
+  ``infoshare.unrouted``), ``infoshare.unrouted`` (fanout, internal),
+  ``infoshare.deliver`` (direct) and ``infoshare.dead`` (fanout), all durable;
+- the quorum queue ``infoshare.ingress``, bound to unrouted: what no unit's
+  queue takes (a user that is no unit's) still reaches the router;
+- per unit, two quorum queues: ``infoshare.ingress.org.unit``, bound to
+  submit with the unit's address, and ``infoshare.inbox.org.unit``, bound to
+  deliver with the unit's address; each has a delivery limit and
+  dead-lettering to ``infoshare.dead``, whose quorum queue
+  ``infoshare.dead-letter`` keeps a poison message for an operator instead of
+  dropping it;
+- one AMQP user per unit (``org.unit``) that may write ``infoshare.submit``,
+  with a topic permission that holds it to its own address as routing key,
+  and read its own inbox and nothing else; and the broker's user, which may
+  read the ingress queues and write ``infoshare.deliver``. Nobody but an
   administrator may configure anything.
+
+**One unit cannot slow another** (the per-unit topology wire spec section 5
+allows). Each unit's submissions wait in a queue of their own, of at most
+:data:`INGRESS_MAX_LENGTH` messages (``overflow: reject-publish``: a unit that
+floods is nacked, and only it), and the router takes from every unit's queue
+side by side with a prefetch per queue, so the others' messages never wait
+behind a flood. Topic permissions stop a unit publishing into another unit's
+queue with that unit's address.
 
 Invariants:
 
@@ -26,9 +39,11 @@ Invariants:
   by a stray binding.
 - **Nothing acknowledged is lost.** A unit that left the directory loses its
   permissions in the vhost (and its user, unless another vhost still grants
-  it something) and its connections here are closed; its inbox is unbound,
-  then deleted only if a live check over AMQP finds it empty with no
-  consumer. Otherwise it is kept and reported. The management API's message
+  it something) and its connections here are closed; its inbox and ingress
+  queue are unbound, then deleted only if a live check over AMQP finds them
+  empty with no consumer. Otherwise they are kept and reported (an ingress
+  queue keeps the router as its consumer, which refuses whatever is left in it
+  as ``unknown_sender``; an operator deletes it once it is empty). The management API's message
   counts come from periodic statistics and may be seconds old, so they are
   never trusted for this.
 - Passwords live in a :class:`Credentials` file (JSON, mode 0600) and are
@@ -68,7 +83,17 @@ from broker.errors import (
     TopologyUnreachable,
 )
 from broker.host_config import write_private_file
-from protocols.amqp import DELIVER, INBOX_PREFIX, INGRESS, SUBMIT, VHOST, amqp_url_for, inbox_name
+from protocols.amqp import (
+    DELIVER,
+    INBOX_PREFIX,
+    INGRESS,
+    INGRESS_PREFIX,
+    SUBMIT,
+    VHOST,
+    amqp_url_for,
+    inbox_name,
+    ingress_name,
+)
 from protocols.model import Directory, amqp_user
 
 __all__ = [
@@ -79,7 +104,11 @@ __all__ = [
     "DELIVERY_LIMIT",
     "INBOX_PREFIX",
     "INGRESS",
+    "INGRESS_DELIVERY_LIMIT",
+    "INGRESS_MAX_LENGTH",
+    "INGRESS_PREFIX",
     "SUBMIT",
+    "UNROUTED",
     "VHOST",
     "Credentials",
     "ManagementAPI",
@@ -87,19 +116,41 @@ __all__ = [
     "amqp_url_for",
     "broker_permissions",
     "inbox_name",
+    "ingress_name",
     "provision",
     "unit_permissions",
+    "unit_topic_permissions",
 ]
 
 log = logging.getLogger("infoshare.topology")
 
 BROKER_USER = "infoshare-broker"
+#: Where submit sends what no unit's queue takes: anything published by a user that is
+#: no unit's (units can use only their own address). It feeds ``infoshare.ingress``, so
+#: that every publish RabbitMQ accepts still reaches the router and is decided.
+UNROUTED = "infoshare.unrouted"
 DEAD = "infoshare.dead"
 DEAD_LETTER = "infoshare.dead-letter"
-#: Deliveries of one message before it is dead-lettered: enough for a router or
+#: Deliveries of one inbox message before it is dead-lettered: enough for a
 #: client to crash and restart many times, few enough that a message that
 #: crashes every consumer ("poison") is set aside within minutes.
 DELIVERY_LIMIT = 20
+#: Deliveries of one ingress message before it is dead-lettered. RabbitMQ (before
+#: 4.3) counts every hand-back, including those of a router that crashed or lost
+#: its connection while it held the message, so this is not how poison is found:
+#: the router counts a message's failures itself and dead-letters it after
+#: ``broker.router.POISON_ATTEMPTS``, and it holds its messages rather than handing
+#: them back while the log is away. What this limit still catches is a message
+#: that kills every router that takes it, which no router lives to count. Each
+#: router crash costs a message at most one delivery, and only while the router
+#: held it (milliseconds, or a log outage), so 100 is a hundred crashes of
+#: routers holding that very message: a crash loop of several minutes under a
+#: supervisor that restarts in seconds, far beyond ordinary crashes and restarts.
+INGRESS_DELIVERY_LIMIT = 100
+#: Messages one unit may have waiting for the router; beyond it its publishes are
+#: nacked (``reject-publish``), which slows that unit alone.
+INGRESS_MAX_LENGTH = 10_000
+INGRESS_MAX_BYTES = 256 * 1024 * 1024
 
 #: A unit's AMQP user: ``org.unit`` with both parts of the wire spec name form.
 _UNIT_USER = re.compile(r"[a-z0-9](?:-?[a-z0-9])*\.[a-z0-9](?:-?[a-z0-9])*")
@@ -111,10 +162,11 @@ _HASHES = {
 
 
 def _exactly(name: str) -> str:
-    """A regex matching only ``name``. Names hold letters, digits, hyphens and dots, and
-    only the dots need escaping; re.escape would escape hyphens too, unlike the spec."""
-    if not re.fullmatch(r"[a-z0-9.-]+", name):
-        raise ValueError("a resource name of letters, digits, hyphens and dots")
+    """A regex matching only ``name``. Names and addresses hold letters, digits, hyphens,
+    dots and slashes, and only the dots need escaping; re.escape would escape hyphens
+    too, unlike the spec."""
+    if not re.fullmatch(r"[a-z0-9./-]+", name):
+        raise ValueError("a resource name of letters, digits, hyphens, dots and slashes")
     return "^" + name.replace(".", r"\.") + "$"
 
 
@@ -127,15 +179,26 @@ def unit_permissions(address: str) -> dict[str, str]:
     return _permissions(_exactly(SUBMIT), _exactly(inbox_name(address)))
 
 
+def unit_topic_permissions(address: str) -> dict[str, str]:
+    """On ``infoshare.submit`` a unit may publish only with its own address as routing key."""
+    return {"exchange": SUBMIT, "write": _exactly(address), "read": "^$"}
+
+
 def broker_permissions() -> dict[str, str]:
-    return _permissions(_exactly(DELIVER), _exactly(INGRESS))
+    # infoshare.ingress and every unit's ingress queue, infoshare.ingress.org.unit.
+    ingress = _exactly(INGRESS)[:-1] + r"(\.[a-z0-9-]+\.[a-z0-9-]+)?$"
+    return _permissions(_exactly(DELIVER), ingress)
 
 
-def _quorum_arguments(*, dead_letter: bool) -> dict[str, Any]:
+def _quorum_arguments(*, dead_letter: bool, ingress: bool = False) -> dict[str, Any]:
     args: dict[str, Any] = {"x-queue-type": "quorum"}
     if dead_letter:
-        args["x-delivery-limit"] = DELIVERY_LIMIT
+        args["x-delivery-limit"] = INGRESS_DELIVERY_LIMIT if ingress else DELIVERY_LIMIT
         args["x-dead-letter-exchange"] = DEAD
+    if ingress:
+        args["x-max-length"] = INGRESS_MAX_LENGTH
+        args["x-max-length-bytes"] = INGRESS_MAX_BYTES
+        args["x-overflow"] = "reject-publish"
     return args
 
 
@@ -380,27 +443,35 @@ def provision(management_url: str, admin_user: str, admin_password: str,
         raise TopologyError(f"broker user {broker_user} is also a unit's user")
     wanted_users[broker_user] = broker_permissions()
     wanted_queues = {
-        INGRESS: _quorum_arguments(dead_letter=True),
+        INGRESS: _quorum_arguments(dead_letter=True, ingress=True),
         DEAD_LETTER: _quorum_arguments(dead_letter=False),
+        **{ingress_name(a): _quorum_arguments(dead_letter=True, ingress=True) for a in units},
         **{inbox_name(a): _quorum_arguments(dead_letter=True) for a in units},
     }
     wanted_bindings = {
-        _Binding(SUBMIT, INGRESS, ""),
+        _Binding(UNROUTED, INGRESS, ""),
         _Binding(DEAD, DEAD_LETTER, ""),
+        *(_Binding(SUBMIT, ingress_name(a), a) for a in units),
         *(_Binding(DELIVER, inbox_name(a), a) for a in units),
     }
+    wanted_topics = {amqp_user(a): unit_topic_permissions(a) for a in units}
 
     _ensure_vhost(api, vhost, changes)
-    for name, kind in ((SUBMIT, "fanout"), (DELIVER, "direct"), (DEAD, "fanout")):
+    # The alternate exchange first: submit names it.
+    _ensure_exchange(api, vhost, UNROUTED, "fanout", changes, internal=True)
+    _ensure_exchange(api, vhost, SUBMIT, "topic", changes,
+                     arguments={"alternate-exchange": UNROUTED})
+    for name, kind in ((DELIVER, "direct"), (DEAD, "fanout")):
         _ensure_exchange(api, vhost, name, kind, changes)
     for name, args in wanted_queues.items():
         _ensure_queue(api, vhost, name, args, changes)
     for user, perms in wanted_users.items():
         _ensure_user(api, vhost, user, perms, credentials, changes)
+        _ensure_topic_permissions(api, vhost, user, wanted_topics.get(user), changes)
     _remove_users(api, vhost, set(wanted_users) | {admin_user}, credentials, changes)
     _converge_bindings(api, vhost, wanted_bindings, changes)
-    _remove_inboxes(api, vhost, set(wanted_queues), changes, credentials, broker_user,
-                    amqp_url, tls_ca)
+    _remove_unit_queues(api, vhost, set(wanted_queues), changes, credentials, broker_user,
+                        amqp_url, tls_ca)
     report = changes.freeze()
     log.info("provisioned vhost=%s created=%d updated=%d removed=%d kept=%d", vhost,
              len(report.created), len(report.updated), len(report.removed), len(report.kept))
@@ -414,9 +485,10 @@ def _ensure_vhost(api: ManagementAPI, vhost: str, changes: _Changes) -> None:
 
 
 def _ensure_exchange(api: ManagementAPI, vhost: str, name: str, kind: str,
-                     changes: _Changes) -> None:
-    wanted = {"type": kind, "durable": True, "auto_delete": False, "internal": False,
-              "arguments": {}}
+                     changes: _Changes, *, internal: bool = False,
+                     arguments: dict[str, Any] | None = None) -> None:
+    wanted = {"type": kind, "durable": True, "auto_delete": False, "internal": internal,
+              "arguments": arguments or {}}
     path = _path("exchanges", vhost, name)
     found = api.get(path)
     if found is None:
@@ -494,6 +566,27 @@ def _ensure_user(api: ManagementAPI, vhost: str, user: str, permissions: dict[st
         changes.updated.append(f"permissions {user}")
 
 
+def _ensure_topic_permissions(api: ManagementAPI, vhost: str, user: str,
+                              wanted: dict[str, str] | None, changes: _Changes) -> None:
+    """Exactly ``wanted`` (or none) as the user's topic permissions in the vhost.
+
+    A user without any topic permission may use every routing key, so a unit's
+    must always be there; the broker's user publishes to no topic exchange.
+    """
+    path = _path("topic-permissions", vhost, user)
+    have = [{k: str(p.get(k)) for k in ("exchange", "write", "read")}
+            for p in api.get(path) or []]
+    if have == ([wanted] if wanted else []):
+        return
+    if have:
+        api.delete(path)
+    if wanted:
+        api.put(path, wanted)
+        (changes.updated if have else changes.created).append(f"topic permissions {user}")
+    else:
+        changes.removed.append(f"topic permissions {user}")
+
+
 def _remove_users(api: ManagementAPI, vhost: str, keep: set[str], credentials: Credentials,
                   changes: _Changes) -> None:
     for perm in api.get(_path("vhosts", vhost, "permissions")) or []:
@@ -509,6 +602,8 @@ def _remove_users(api: ManagementAPI, vhost: str, keep: set[str], credentials: C
             continue
         api.delete(_path("permissions", vhost, user))
         changes.removed.append(f"permissions {user}")
+        if api.delete(_path("topic-permissions", vhost, user)):
+            changes.removed.append(f"topic permissions {user}")
         # Deleting a user or its permissions does not close its connections.
         for conn in api.get(_path("connections", "username", user)) or []:
             if conn.get("vhost") == vhost:
@@ -543,12 +638,12 @@ def _converge_bindings(api: ManagementAPI, vhost: str, wanted: set[_Binding],
                 f"binding {exchange} -> {binding.queue} [{binding.routing_key}]")
 
 
-def _remove_inboxes(api: ManagementAPI, vhost: str, wanted: set[str], changes: _Changes,
-                    credentials: Credentials, broker_user: str, amqp_url: str | None,
-                    tls_ca: Path | None) -> None:
+def _remove_unit_queues(api: ManagementAPI, vhost: str, wanted: set[str], changes: _Changes,
+                        credentials: Credentials, broker_user: str, amqp_url: str | None,
+                        tls_ca: Path | None) -> None:
     queues = api.get(_path("queues", vhost), query="columns=name") or []
     stale = sorted(str(q["name"]) for q in queues
-                   if str(q.get("name", "")).startswith(INBOX_PREFIX)
+                   if str(q.get("name", "")).startswith((INBOX_PREFIX, INGRESS_PREFIX))
                    and q["name"] not in wanted)
     if not stale:
         return

@@ -66,6 +66,7 @@ __all__ = [
     "CHECKPOINT_EVERY",
     "CHECKPOINT_INTERVAL",
     "LogBatch",
+    "LogUnavailable",
     "TransferLog",
     "TransferLogError",
 ]
@@ -92,6 +93,23 @@ class TransferLogError(BrokerError):
     """The log cannot be opened or read as asked, or a request is out of range."""
 
     code = "transfer_log_error"
+
+
+class LogUnavailable(TransferLogError):
+    """The database cannot be used just now (server away, connection lost, disk full,
+    locked): the same request may succeed later, and nothing of it was written."""
+
+    code = "transfer_log_unavailable"
+
+
+#: Driver errors of the database itself rather than of a request: retrying later is right.
+_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError,
+                sa.exc.TimeoutError)
+
+
+def _failure(what: str, e: sa.exc.SQLAlchemyError) -> TransferLogError:
+    kind = LogUnavailable if isinstance(e, _UNAVAILABLE) else TransferLogError
+    return kind(f"transfer log {what} failed ({type(e).__name__})")
 
 
 # --- tables ----------------------------------------------------------------------------
@@ -196,7 +214,9 @@ def _engine_for(url: str, *, must_exist: bool) -> Engine:
         return engine
     if parsed.get_backend_name() != "postgresql":
         raise TransferLogError("the transfer log runs on SQLite or PostgreSQL")
-    return sa.create_engine(parsed, pool_pre_ping=True)
+    # A server that is away must fail a connection attempt quickly: the router holds
+    # its messages and tries again rather than hanging on one attempt.
+    return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
 
 
 def _create_private(path: Path) -> None:
@@ -550,7 +570,7 @@ class TransferLog:
                         conn.exec_driver_sql("SET LOCAL synchronous_commit TO on")
                         yield conn
         except sa.exc.SQLAlchemyError as e:
-            raise TransferLogError(f"transfer log write failed ({type(e).__name__})") from e
+            raise _failure("write", e) from e
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -558,7 +578,7 @@ class TransferLog:
             with self._engine.connect() as conn:
                 yield conn
         except sa.exc.SQLAlchemyError as e:
-            raise TransferLogError(f"transfer log read failed ({type(e).__name__})") from e
+            raise _failure("read", e) from e
 
     @contextmanager
     def batch(self) -> Iterator[LogBatch]:

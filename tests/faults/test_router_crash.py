@@ -133,7 +133,7 @@ def _router(d: Deployed, **env: str) -> subprocess.Popen[bytes]:
     proc.output = out  # type: ignore[attr-defined]
     deadline = time.monotonic() + 60
     # The router says so once its signal handlers are in place and it consumes.
-    while b"consuming infoshare.ingress" not in out.read_bytes():
+    while b"consuming" not in out.read_bytes():
         if proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"router did not start:\n{out.read_text()}")
         time.sleep(0.05)

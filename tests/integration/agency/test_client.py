@@ -36,11 +36,11 @@ from agency.client import (
 from agency.errors import ConnectionFailed, LocalRefusal, PublishFailed
 from broker.topology import (
     DELIVER,
-    INGRESS,
     Credentials,
     ManagementAPI,
     amqp_url_for,
     inbox_name,
+    ingress_name,
     provision,
 )
 from keys import (
@@ -135,7 +135,8 @@ def world(management: ManagementAPI, wy_protocol: ProtocolFile, amqp_base: str,
 def empty_queues(world: World, management: ManagementAPI) -> Iterator[None]:
     """Every test starts and ends with ingress and the inboxes empty."""
     def purge() -> None:
-        for queue in (INGRESS, *(inbox_name(u.address) for u in world.directory.units())):
+        for queue in (*(ingress_name(u.address) for u in world.directory.units()),
+                      *(inbox_name(u.address) for u in world.directory.units())):
             management.delete(f"/api/queues/{VHOST}/{queue}/contents")
     purge()
     yield
@@ -159,8 +160,13 @@ class HandRouter:
         return [e for e in self.log if e.message_id == message_id]
 
     def take(self) -> tuple[bytes, pika.BasicProperties] | None:
-        method, props, body = self.channel.basic_get(INGRESS, auto_ack=True)
-        return None if method is None else (body, props)
+        """The next message in any unit's ingress queue."""
+        for unit in self.directory.units():
+            method, props, body = self.channel.basic_get(ingress_name(unit.address),
+                                                         auto_ack=True)
+            if method is not None:
+                return body, props
+        return None
 
     def take_all(self) -> list[tuple[bytes, pika.BasicProperties]]:
         out = []
@@ -323,16 +329,16 @@ def test_a_referral_goes_through_and_is_acknowledged(
 
 def test_units_publish_with_their_own_address_as_routing_key(
         make_client: Make, router: HandRouter, tmp_path: Path) -> None:
-    # Wire spec 5: a deployment may give each unit its own ingress queue by key.
+    # Wire spec 5: each unit has its own ingress queue, which its address as key reaches.
     police, door = make_client(POLICE), make_client(DOOR)
     sent = _referral(police)
-    method, props, body = router.channel.basic_get(INGRESS, auto_ack=True)
+    method, props, body = router.channel.basic_get(ingress_name(POLICE), auto_ack=True)
     assert method is not None, "nothing published"
     assert (method.exchange, method.routing_key, props.message_id) == (
         "infoshare.submit", POLICE, sent.message_id)
     router.forward(body, DOOR)
     _receive(door, tmp_path / "door-inbox", 1)  # accepts it and sends the receipt
-    method, _, receipt = router.channel.basic_get(INGRESS, auto_ack=True)
+    method, _, receipt = router.channel.basic_get(ingress_name(DOOR), auto_ack=True)
     assert method is not None, "no receipt published"
     assert method.routing_key == DOOR and parse_envelope(receipt).header.kind == "receipt"
 
@@ -586,6 +592,34 @@ def test_stopping_after_max_messages_hands_nothing_back(
     method, props, _ = channel.basic_get(inbox_name(DOOR), auto_ack=False)
     assert method is not None and method.redelivered is False
     assert (props.headers or {}).get("x-delivery-count", 0) == 0
+    channel.basic_nack(method.delivery_tag, requeue=True)
+
+
+def test_a_registry_outage_costs_a_waiting_message_at_most_one_delivery(
+        make_client: Make, router: HandRouter, connect: Connect, world: World,
+        tmp_path: Path) -> None:
+    police = make_client(POLICE)
+    _referral(police)
+    body, _ = router.take() or pytest.fail("nothing published")
+    router.forward(body, DOOR)
+
+    class RegistryAway(Exception):
+        pass
+
+    def away() -> Directory:
+        raise RegistryAway
+
+    door = make_client(DOOR, directory=away)
+    for _ in range(5):  # a recipient trying again while the registry is away
+        with pytest.raises(RegistryAway):
+            door.receive(tmp_path / "inbox", idle_timeout=0.3)
+    # Taken once (the first try could not know the registry was away), handed back
+    # once, and not taken again: the inbox's delivery limit is not spent on an outage.
+    user = amqp_user(DOOR)
+    channel = connect(user, world.credentials.password(user), VHOST).channel()
+    method, props, _ = channel.basic_get(inbox_name(DOOR), auto_ack=False)
+    assert method is not None
+    assert (props.headers or {}).get("x-delivery-count", 0) <= 1
     channel.basic_nack(method.delivery_tag, requeue=True)
 
 

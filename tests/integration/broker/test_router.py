@@ -33,7 +33,7 @@ from router_world import (
     running_world,
 )
 
-from broker.topology import Credentials
+from broker.topology import Credentials, provision
 from broker.transfer_log import TransferLog
 from keys import EncryptionKeyPair, SigningKeyPair, key_id
 from protocols.envelope import Notice
@@ -42,6 +42,10 @@ from protocols.merkle import leaf_hash
 from protocols.model import (
     Consent,
     GroundId,
+    OrgId,
+    Role,
+    Unit,
+    UnitId,
 )
 
 pytestmark = pytest.mark.integration
@@ -313,6 +317,39 @@ def test_the_router_follows_registry_changes(world: World) -> None:
         while world.router._directory.current.version != original.version + 2:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+
+
+def test_the_router_takes_from_a_unit_added_while_it_runs(world: World,
+                                                          management: Any) -> None:
+    """A unit registered (a new directory version) and then provisioned: the running
+    router starts taking from its new ingress queue without a restart."""
+    original = world.directory
+    newcomer = "example-charity/outreach"
+    charity = next(o for o in original.organisations if o.id == "example-charity")
+    grown = dataclasses.replace(charity, units=(*charity.units, Unit(
+        OrgId("example-charity"), UnitId("outreach"), "Outreach", frozenset({Role("x")}))))
+    world.directory = dataclasses.replace(
+        original, version=original.version + 1,
+        organisations=tuple(grown if o is charity else o for o in original.organisations))
+    try:
+        # Provisioning follows the directory a while later, as an operator's would.
+        deadline = time.monotonic() + 20
+        while world.router._directory.current.version != original.version + 1:
+            assert time.monotonic() < deadline, "the router did not pick up the new version"
+            time.sleep(0.1)
+        provision(management.base_url, "guest", "guest", world.directory, world.credentials,
+                  vhost=world.vhost)
+        body, mid = world.build(sender=newcomer)
+        world.publish(newcomer, body)
+        notice = world.notice(newcomer, mid)
+        assert (notice.decision, notice.reason) == ("refused", "key_not_valid")
+    finally:
+        conn = world.connections.pop(newcomer, None)
+        if conn is not None and conn.is_open:
+            conn.close()  # before its user goes
+        world.directory = dataclasses.replace(original, version=original.version + 2)
+        provision(management.base_url, "guest", "guest", world.directory, world.credentials,
+                  vhost=world.vhost)
 
 
 def test_the_router_reconnects_when_its_connection_is_closed(world: World,

@@ -21,11 +21,15 @@ from broker.topology import (
     DELIVER,
     DELIVERY_LIMIT,
     INGRESS,
+    INGRESS_DELIVERY_LIMIT,
+    INGRESS_MAX_LENGTH,
     SUBMIT,
+    UNROUTED,
     Credentials,
     ManagementAPI,
     ProvisionReport,
     inbox_name,
+    ingress_name,
     provision,
 )
 from protocols.loader import ProtocolFile
@@ -42,6 +46,9 @@ POLICE = "wy-police/safeguarding-hub"
 SCHOOL = "leeds-cc/education-safeguarding"
 QUORUM = {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT,
           "x-dead-letter-exchange": DEAD}
+INGRESS_QUORUM = {"x-queue-type": "quorum", "x-delivery-limit": INGRESS_DELIVERY_LIMIT,
+                  "x-dead-letter-exchange": DEAD, "x-max-length": INGRESS_MAX_LENGTH,
+                  "x-max-length-bytes": 256 * 1024 * 1024, "x-overflow": "reject-publish"}
 
 
 def _directory(wy: ProtocolFile, keep: Callable[[str], bool] = lambda a: True) -> Directory:
@@ -106,31 +113,39 @@ def test_first_run_creates_every_object(provisioned: Provisioned) -> None:
     created = set(provisioned.report.created)
     units = [u.address for u in provisioned.directory.units()]
     assert len(units) == 35
-    assert {f"vhost {VHOST}", f"exchange {SUBMIT}", f"exchange {DELIVER}", f"exchange {DEAD}",
-            f"queue {INGRESS}", f"queue {DEAD_LETTER}", f"user {BROKER}"} <= created
+    assert {f"vhost {VHOST}", f"exchange {SUBMIT}", f"exchange {UNROUTED}",
+            f"exchange {DELIVER}", f"exchange {DEAD}", f"queue {INGRESS}",
+            f"queue {DEAD_LETTER}", f"user {BROKER}"} <= created
     for a in units:
-        assert {f"queue {inbox_name(a)}", f"user {amqp_user(a)}",
-                f"permissions {amqp_user(a)}"} <= created
+        assert {f"queue {ingress_name(a)}", f"queue {inbox_name(a)}", f"user {amqp_user(a)}",
+                f"permissions {amqp_user(a)}", f"topic permissions {amqp_user(a)}"} <= created
     assert not provisioned.report.updated and not provisioned.report.removed
 
 
-@pytest.mark.parametrize(("name", "kind"), [(SUBMIT, "fanout"), (DELIVER, "direct"),
-                                            (DEAD, "fanout")])
+@pytest.mark.parametrize(("name", "kind", "internal", "arguments"), [
+    (SUBMIT, "topic", False, {"alternate-exchange": UNROUTED}),
+    (UNROUTED, "fanout", True, {}),
+    (DELIVER, "direct", False, {}),
+    (DEAD, "fanout", False, {})])
 def test_exchanges(management: ManagementAPI, provisioned: Provisioned, name: str,
-                   kind: str) -> None:
+                   kind: str, internal: bool, arguments: dict[str, str]) -> None:
     found = _api(management, "exchanges", VHOST, name)
     assert isinstance(found, dict)
-    assert (found["type"], found["durable"], found["auto_delete"], found["internal"]) == (
-        kind, True, False, False)
+    assert (found["type"], found["durable"], found["auto_delete"], found["internal"],
+            found["arguments"]) == (kind, True, False, internal, arguments)
 
 
 def test_queues_are_quorum_with_delivery_limit_and_dead_lettering(
         management: ManagementAPI, provisioned: Provisioned) -> None:
-    for name in [INGRESS, *(inbox_name(u.address) for u in provisioned.directory.units())]:
+    wanted = [(INGRESS, INGRESS_QUORUM)]
+    for unit in provisioned.directory.units():
+        wanted += [(ingress_name(unit.address), INGRESS_QUORUM),
+                   (inbox_name(unit.address), QUORUM)]
+    for name, arguments in wanted:
         found = _api(management, "queues", VHOST, name)
         assert isinstance(found, dict), name
         assert found["type"] == "quorum" and found["durable"] is True
-        assert found["arguments"] == QUORUM, name
+        assert found["arguments"] == arguments, name
     dead = _api(management, "queues", VHOST, DEAD_LETTER)
     assert isinstance(dead, dict)
     assert dead["arguments"] == {"x-queue-type": "quorum"}
@@ -142,7 +157,9 @@ def test_bindings(management: ManagementAPI, provisioned: Provisioned) -> None:
         assert isinstance(found, list)
         return {(b["destination"], b["routing_key"]) for b in found}
 
-    assert bindings(SUBMIT) == {(INGRESS, "")}
+    assert bindings(SUBMIT) == {(ingress_name(u.address), u.address)
+                                for u in provisioned.directory.units()}
+    assert bindings(UNROUTED) == {(INGRESS, "")}
     assert bindings(DEAD) == {(DEAD_LETTER, "")}
     assert bindings(DELIVER) == {(inbox_name(u.address), u.address)
                                  for u in provisioned.directory.units()}
@@ -154,10 +171,14 @@ def test_permissions_are_exactly_the_wire_spec(management: ManagementAPI,
     assert isinstance(door, dict)
     assert (door["configure"], door["write"], door["read"]) == (
         "^$", r"^infoshare\.submit$", r"^infoshare\.inbox\.leeds-cc\.front-door$")
+    topics = _api(management, "topic-permissions", VHOST, "leeds-cc.front-door")
+    assert topics == [{"user": "leeds-cc.front-door", "vhost": VHOST, "exchange": SUBMIT,
+                       "write": "^leeds-cc/front-door$", "read": "^$"}]
     broker = _api(management, "permissions", VHOST, BROKER)
     assert isinstance(broker, dict)
     assert (broker["configure"], broker["write"], broker["read"]) == (
-        "^$", r"^infoshare\.deliver$", r"^infoshare\.ingress$")
+        "^$", r"^infoshare\.deliver$", r"^infoshare\.ingress(\.[a-z0-9-]+\.[a-z0-9-]+)?$")
+    assert _api(management, "topic-permissions", VHOST, BROKER) in (None, [])  # none at all
     user = _api(management, "users", "leeds-cc.front-door")
     assert isinstance(user, dict)
     assert user["tags"] in ([], "")
@@ -238,15 +259,16 @@ def test_a_queue_with_other_arguments_is_refused_and_left_alone(
     credentials = vhost_factory(vhost)
     management.put(f"/api/vhosts/{vhost}", {})
     other = {"x-queue-type": "quorum", "x-delivery-limit": 5}
-    management.put(f"/api/queues/{vhost}/{INGRESS}",
+    queue = ingress_name(DOOR)
+    management.put(f"/api/queues/{vhost}/{queue}",
                    {"durable": True, "auto_delete": False, "arguments": other})
     with pytest.raises(TopologyConflict) as caught:
         provision(management.base_url, "guest", "guest", _directory(wy_protocol), credentials,
                   vhost=vhost)
     message = str(caught.value)
-    assert INGRESS in message and "x-delivery-limit" in message
-    assert "x-dead-letter-exchange" in message
-    found = management.get(f"/api/queues/{vhost}/{INGRESS}")
+    assert queue in message and "x-delivery-limit" in message
+    assert "x-dead-letter-exchange" in message and "x-overflow" in message
+    found = management.get(f"/api/queues/{vhost}/{queue}")
     assert found["arguments"] == other
 
 
@@ -292,9 +314,14 @@ def test_a_removed_unit_loses_its_user_and_keeps_a_non_empty_inbox(
     police_user = amqp_user(police)
     assert set(report.removed) == {
         f"permissions {police_user}", f"user {police_user}", f"permissions {school_user}",
-        f"user {school_user}", f"binding {DELIVER} -> {inbox_name(police)} [{police}]",
+        f"user {school_user}", f"topic permissions {police_user}",
+        f"topic permissions {school_user}",
+        f"binding {DELIVER} -> {inbox_name(police)} [{police}]",
         f"binding {DELIVER} -> {inbox_name(school_unit)} [{school_unit}]",
-        f"queue {inbox_name(school_unit)}"}
+        f"binding {SUBMIT} -> {ingress_name(police)} [{police}]",
+        f"binding {SUBMIT} -> {ingress_name(school_unit)} [{school_unit}]",
+        f"queue {inbox_name(school_unit)}", f"queue {ingress_name(police)}",
+        f"queue {ingress_name(school_unit)}"}
     assert report.kept == (f"queue {inbox_name(police)} (1 messages, 0 consumers)",)
     assert report.created == () and report.updated == ()
     assert management.get(f"/api/users/{police_user}") is None
@@ -356,14 +383,78 @@ def _confirming(ch: BlockingChannel) -> BlockingChannel:
     return ch
 
 
-def test_a_unit_publishes_to_submit_and_the_broker_reads_it_from_ingress(
+def test_a_unit_publishes_to_submit_and_the_broker_reads_it_from_its_ingress_queue(
         provisioned: Provisioned, connect: Connect) -> None:
     door = _confirming(_login(connect, provisioned, DOOR))
-    door.basic_publish(SUBMIT, "", b"{}", pika.BasicProperties(
+    door.basic_publish(SUBMIT, DOOR, b"{}", pika.BasicProperties(
         user_id=amqp_user(DOOR), delivery_mode=2), mandatory=True)
     broker = _login(connect, provisioned, BROKER)
-    method, props, body = broker.basic_get(INGRESS, auto_ack=True)
+    assert broker.basic_get(ingress_name(POLICE), auto_ack=True)[0] is None
+    method, props, body = broker.basic_get(ingress_name(DOOR), auto_ack=True)
     assert method is not None and props.user_id == amqp_user(DOOR) and body == b"{}"
+
+
+@pytest.mark.parametrize("routing_key", [POLICE, "", "#", "leeds-cc/*", f"{DOOR}.x"],
+                         ids=["another-unit", "empty", "hash", "star", "longer"])
+def test_a_unit_publishes_only_with_its_own_address(provisioned: Provisioned,
+                                                     connect: Connect, routing_key: str) -> None:
+    # Topic permissions: nobody can fill another unit's ingress queue (and so slow
+    # its messages) by publishing with that unit's address.
+    door = _confirming(_login(connect, provisioned, DOOR))
+    _refused(403, lambda: door.basic_publish(SUBMIT, routing_key, b"{}", pika.BasicProperties(
+        user_id=amqp_user(DOOR), delivery_mode=2), mandatory=True))
+
+
+def test_what_no_units_queue_takes_reaches_the_shared_ingress_queue(
+        management: ManagementAPI, provisioned: Provisioned, connect: Connect) -> None:
+    # A user that is no unit's (an operator's mistake) may still write to submit: what
+    # it publishes reaches the router through infoshare.ingress, to be refused and logged.
+    stray = "stray-operator-user"
+    management.put(f"/api/users/{stray}", {"password": "stray-pass-1234", "tags": ""})
+    try:
+        management.put(f"/api/permissions/{VHOST}/{stray}",
+                       {"configure": "^$", "write": "^infoshare\\.submit$", "read": "^$"})
+        ch = _confirming(connect(stray, "stray-pass-1234", VHOST).channel())
+        ch.basic_publish(SUBMIT, "anything", b"{}", pika.BasicProperties(
+            user_id=stray, delivery_mode=2), mandatory=True)
+        method, props, _ = _login(connect, provisioned, BROKER).basic_get(INGRESS,
+                                                                           auto_ack=True)
+        assert method is not None and props.user_id == stray
+        report = provision(management.base_url, "guest", "guest", provisioned.directory,
+                           provisioned.credentials, vhost=VHOST)
+        assert report.kept == (f"permissions {stray} (not managed by infoshare)",)
+    finally:
+        management.delete(f"/api/users/{stray}")
+
+
+def test_a_full_ingress_queue_refuses_that_unit_alone(
+        management: ManagementAPI, connect: Connect,
+        vhost_factory: Callable[[str], Credentials]) -> None:
+    vhost = "infoshare-test-topology-overflow"
+    credentials = vhost_factory(vhost)
+    flooder, other = "overflow-a/door", "overflow-b/door"
+    broker_user = "infoshare-broker-overflow"
+    provision(management.base_url, "guest", "guest", _synthetic(flooder, other), credentials,
+              vhost=vhost, broker_user=broker_user)
+    # A limit low enough to reach in a test; the arguments are otherwise provisioning's.
+    management.put(f"/api/policies/{vhost}/small-ingress",
+                   {"pattern": "^infoshare\\.ingress\\.", "apply-to": "queues",
+                    "definition": {"max-length": 3}})
+    channel = _confirming(connect(amqp_user(flooder), credentials.password(amqp_user(flooder)),
+                                  vhost).channel())
+    props = pika.BasicProperties(user_id=amqp_user(flooder), delivery_mode=2)
+
+    accepted = 0
+    with pytest.raises(pika.exceptions.NackError):
+        for _ in range(10):
+            channel.basic_publish(SUBMIT, flooder, b"{}", props, mandatory=True)
+            accepted += 1
+    # A quorum queue checks its length before it enqueues: it takes one past the limit.
+    assert accepted in (3, 4)
+    others = _confirming(connect(amqp_user(other), credentials.password(amqp_user(other)),
+                                 vhost).channel())
+    others.basic_publish(SUBMIT, other, b"{}", pika.BasicProperties(
+        user_id=amqp_user(other), delivery_mode=2), mandatory=True)
 
 
 def test_a_unit_reads_its_own_inbox(provisioned: Provisioned, connect: Connect) -> None:
@@ -384,7 +475,7 @@ def test_a_unit_cannot_consume_another_units_inbox(provisioned: Provisioned,
 
 def test_a_unit_cannot_read_ingress_or_the_dead_letters(provisioned: Provisioned,
                                                         connect: Connect) -> None:
-    for queue in (INGRESS, DEAD_LETTER):
+    for queue in (INGRESS, ingress_name(DOOR), ingress_name(POLICE), DEAD_LETTER):
         door = _login(connect, provisioned, DOOR)
         _refused(403, lambda ch=door, q=queue: ch.basic_get(q))
 
@@ -406,7 +497,7 @@ def test_a_unit_cannot_publish_around_the_broker(provisioned: Provisioned, conne
 def test_a_unit_cannot_publish_as_another_unit(provisioned: Provisioned,
                                                connect: Connect) -> None:
     door = _confirming(_login(connect, provisioned, DOOR))
-    _refused(406, lambda: door.basic_publish(SUBMIT, "", b"{}", pika.BasicProperties(
+    _refused(406, lambda: door.basic_publish(SUBMIT, DOOR, b"{}", pika.BasicProperties(
         user_id=amqp_user(POLICE), delivery_mode=2), mandatory=True))
 
 
