@@ -786,11 +786,14 @@ class TransferLog:
                  f"AND idx < {mark} ORDER BY idx")
 
         def read(level: int, start: int, end: int) -> list[bytes]:
-            if level == 0:
-                cursor.execute(leaf_rows, (start, end))
-            else:
-                cursor.execute(nodes, (level, start, end))
-            hashes = [bytes(r[0]) for r in cursor.fetchall()]
+            try:
+                if level == 0:
+                    cursor.execute(leaf_rows, (start, end))
+                else:
+                    cursor.execute(nodes, (level, start, end))
+                hashes = [bytes(r[0]) for r in cursor.fetchall()]
+            except conn.dialect.loaded_dbapi.Error as e:
+                raise LogUnavailable(f"transfer log read failed ({type(e).__name__})") from e
             if len(hashes) != end - start:
                 raise TransferLogError(f"subtree hashes {start}..{end - 1} of level {level} "
                                        "are not all present")
