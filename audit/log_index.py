@@ -37,7 +37,10 @@ from audit.export_dir import (
     checkpoint_line,
 )
 from audit.log_sources import ExportLog, ReadableLog
-from audit.tiles import (
+from audit.verifying import TreeCheck
+from keys import Checkpoint, NoteError, NoteVerifier, b64encode, open_checkpoint
+from protocols.log_format import Entry
+from protocols.tiles import (
     HASH,
     TILE_WIDTH,
     TileBuilder,
@@ -45,9 +48,6 @@ from audit.tiles import (
     perfect_root,
     split_hashes,
 )
-from audit.verifying import TreeCheck
-from keys import Checkpoint, NoteError, NoteVerifier, b64encode, open_checkpoint
-from protocols.log_format import Entry
 
 T = TypeVar("T")
 #: How many answers :meth:`LogIndex.cached` keeps (each a few kilobytes at most).

@@ -8,6 +8,11 @@ cannot be re-run is a mismatch, never a silent pass. Replay needs
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -21,10 +26,10 @@ from audit.export_dir import (
     PROGRESS_EVERY,
     REGISTRY,
     REGISTRY_KEY,
-    EvidenceReader,
     Failure,
     LineReader,
     Progress,
+    check_evidence,
     directory_file,
     outcome,
     read_entries,
@@ -172,13 +177,72 @@ def _matches(d: Decision, e: Entry) -> bool:
     return d.decision == e.decision and _reason(d) == e.reason
 
 
+#: Entries handed to a worker process at a time, and how many such chunks may wait.
+CHUNK: Final = 1000
+_AHEAD: Final = 4
+
+
+class _Seen:
+    """What a worker needs of the history for one entry: the logged messages of its
+    own message id and of the one it answers, as they were before it (a ``LogView``)."""
+
+    __slots__ = ("_found",)
+
+    def __init__(self, found: dict[str, list[LoggedMessage]]) -> None:
+        self._found = found
+
+    def find(self, message_id: str) -> list[LoggedMessage]:
+        return self._found.get(message_id, [])
+
+
+#: One item of replay work: an entry, its evidence line and number, and what it may see.
+_Work = tuple[Entry, bytes, int, dict[str, list[LoggedMessage]]]
+_worker_directories: Directories | None = None
+
+
+def _worker_start(registry: Path, registry_key: bytes) -> None:
+    global _worker_directories
+    _worker_directories = Directories(_file_loader(registry), registry_key)
+
+
+def _replay_chunk(work: list[_Work]) -> list[Mismatch]:
+    """Replay entries in a worker process (see :func:`replay`)."""
+    assert _worker_directories is not None
+    out = []
+    for entry, raw, line, seen in work:
+        found = _replay_line(entry, raw, line, _Seen(seen), _worker_directories)
+        if found is not None:
+            out.append(found)
+    return out
+
+
+def _replay_line(entry: Entry, raw: bytes, line: int, history: LogView,
+                 directories: Directories) -> Mismatch | None:
+    try:
+        ev = check_evidence(entry, raw, line)
+    except Failure as f:
+        return _unreplayable(entry, f)
+    return replay_one(entry, ev, history, directories)
+
+
+def _unreplayable(entry: Entry, f: Failure) -> Mismatch:
+    return Mismatch(entry.seq, entry.message_id, outcome(entry.decision, entry.reason), None,
+                    f"cannot replay: {f.where()}: {f}")
+
+
 def replay(directory: Path | str, *, registry_key: bytes | None = None,
-           progress: Progress | None = None) -> list[Mismatch]:
+           progress: Progress | None = None, jobs: int | None = None) -> list[Mismatch]:
     """Re-run every decision of an export; return the entries it does not reproduce.
 
     Run :func:`verify` first: replay trusts that the entries are the log's.
     ``registry_key`` pins the registry's key; without it the export's
     ``registry/registry-key.pub`` is used.
+
+    ``jobs`` worker processes (default: one per core) re-decide chunks of
+    entries side by side: the signature checks and the policy dominate, and
+    each entry needs of the entries before it only what the policy looks up
+    (the logged messages of its own message id and of the one it answers),
+    which this process, reading the export in order, hands over with it.
 
     Raises:
         AuditError: the export has no evidence.jsonl; entries.jsonl or the registry
@@ -196,34 +260,65 @@ def replay(directory: Path | str, *, registry_key: bytes | None = None,
                 (d / REGISTRY / REGISTRY_KEY).read_text(encoding="ascii"))
         except (OSError, UnicodeDecodeError, KeysError) as e:
             raise AuditError(f"{d}: no usable registry/{REGISTRY_KEY}") from e
-    directories = Directories(_file_loader(d / REGISTRY), registry_key)
+    if jobs is None:
+        # A small export is replayed here: starting processes would cost more.
+        small = (d / ENTRIES).stat().st_size < 4 * CHUNK * 500
+        jobs = 1 if small else os.cpu_count() or 1
     history = _History()
     out: list[Mismatch] = []
-    try:
-        total = (d / ENTRIES).stat().st_size
-        with open(d / ENTRIES, "rb") as entries, open(d / EVIDENCE, "rb") as ev_stream:
-            reader = EvidenceReader(ev_stream)
-            lines = LineReader(entries, ENTRIES, seq_lines=True)
-            for entry in read_entries(lines):
-                n = lines.line
-                if entry.seq != n - 1:
-                    raise lines.fail(f"seq {entry.seq}; run verify")
-                try:
-                    ev = reader.next_for(entry)
-                except Failure as f:
-                    out.append(Mismatch(entry.seq, entry.message_id,
-                                        outcome(entry.decision, entry.reason), None,
-                                        f"cannot replay: {f.where()}: {f}"))
+    with contextlib.ExitStack() as stack:
+        pool = None if jobs <= 1 else stack.enter_context(ProcessPoolExecutor(
+            jobs, mp_context=multiprocessing.get_context("fork"), initializer=_worker_start,
+            initargs=(d / REGISTRY, registry_key)))
+        directories = Directories(_file_loader(d / REGISTRY), registry_key)
+        waiting: deque[Future[list[Mismatch]]] = deque()
+        chunk: list[_Work] = []
+
+        def hand_over() -> None:
+            assert pool is not None
+            waiting.append(pool.submit(_replay_chunk, chunk.copy()))
+            chunk.clear()
+            while len(waiting) > _AHEAD * jobs or (waiting and waiting[0].done()):
+                out.extend(waiting.popleft().result())
+
+        try:
+            total = (d / ENTRIES).stat().st_size
+            with open(d / ENTRIES, "rb") as entries, open(d / EVIDENCE, "rb") as ev_stream:
+                ev_lines = LineReader(ev_stream, EVIDENCE)
+                lines = LineReader(entries, ENTRIES, seq_lines=True)
+                for entry in read_entries(lines):
+                    n = lines.line
+                    if entry.seq != n - 1:
+                        raise lines.fail(f"seq {entry.seq}; run verify")
+                    try:
+                        raw = ev_lines.read()
+                        if raw is None:
+                            raise Failure("evidence.jsonl ends before entries.jsonl",
+                                          file=EVIDENCE, line=ev_lines.line + 1, seq=entry.seq)
+                    except Failure as f:
+                        out.append(_unreplayable(entry, f))
+                    else:
+                        if pool is None:
+                            found = _replay_line(entry, raw, ev_lines.line, history,
+                                                 directories)
+                            if found is not None:
+                                out.append(found)
+                        else:
+                            seen = {m: list(history.find(m))
+                                    for m in (entry.message_id, entry.in_reply_to) if m}
+                            chunk.append((entry, raw, ev_lines.line, seen))
+                            if len(chunk) >= CHUNK:
+                                hand_over()
                     history.add(entry)
-                    continue
-                found = replay_one(entry, ev, history, directories)
-                if found is not None:
-                    out.append(found)
-                history.add(entry)
-                if progress is not None and n % PROGRESS_EVERY == 0:
-                    progress(n, lines.bytes_read, total)
-    except OSError as e:
-        raise AuditError(f"{d}: cannot read the export ({e.strerror})") from e
-    except Failure as f:
-        raise AuditError(f"{f.where()}: {f}") from f
+                    if progress is not None and n % PROGRESS_EVERY == 0:
+                        progress(n, lines.bytes_read, total)
+                if chunk:
+                    hand_over()
+                while waiting:
+                    out.extend(waiting.popleft().result())
+        except OSError as e:
+            raise AuditError(f"{d}: cannot read the export ({e.strerror})") from e
+        except Failure as f:
+            raise AuditError(f"{f.where()}: {f}") from f
+    out.sort(key=lambda m: m.seq)
     return out

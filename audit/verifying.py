@@ -13,11 +13,12 @@ hash to its entry's ``evidence_sha256``.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from audit.errors import AuditError
 from audit.export_dir import (
@@ -30,9 +31,9 @@ from audit.export_dir import (
     Failure,
     LineReader,
     Progress,
-    check_evidence,
     read_checkpoints,
 )
+from audit.verify_chunks import check_line, checked_chunks, count_lines
 from keys import (
     Checkpoint,
     NoteError,
@@ -41,7 +42,10 @@ from keys import (
     open_checkpoint,
 )
 from protocols import merkle
-from protocols.log_format import Entry, EntryFormatError
+from protocols.log_format import Entry
+
+#: The size of entries.jsonl from which ``verify`` checks lines in worker processes.
+PARALLEL_FROM: Final = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ class VerifyResult:
 
 
 def verify(directory: Path | str, progress: Progress | None = None, *,
-           log_key: NoteVerifier | None = None, held: Sequence[str] = ()) -> VerifyResult:
+           log_key: NoteVerifier | None = None, held: Sequence[str] = (),
+           jobs: int | None = None) -> VerifyResult:
     """Verify an export: the tree, every checkpoint, seq, and the evidence (wire spec 6.4).
 
     ``log_key`` is the key the auditor trusts; without it the export's own
@@ -94,7 +99,7 @@ def verify(directory: Path | str, progress: Progress | None = None, *,
     result: dict[str, Any] = {}
     try:
         verifier = _verifier_for(d, log_key, warnings)
-        _verify(d, verifier, held, progress, counts, result)
+        _verify(d, verifier, held, progress, counts, result, jobs)
     except Failure as f:
         return VerifyResult(ok=False, entries=counts["entries"],
                             checkpoints=counts["checkpoints"], failure=str(f), file=f.file,
@@ -222,22 +227,21 @@ class TreeCheck:
         Raises:
             Failure: not a canonical entry, out of seq, or evidence that is not its own.
         """
-        seq = self.cr.size
-        where: dict[str, Any] = {"file": self.entries_file, "line": seq + 1, "seq": seq}
-        try:
-            entry = Entry.from_bytes(raw)
-        except EntryFormatError as e:
-            raise Failure(f"not a canonical entry ({e})", **where) from e
-        if entry.seq != seq:
-            raise Failure(f"seq {entry.seq} where seq {seq} belongs: entries were removed, "
-                          "inserted or reordered", **where)
-        if self.evidence:
-            if evidence_line is None:
-                raise Failure("evidence.jsonl ends before entries.jsonl", file=EVIDENCE,
-                              line=seq + 1, seq=seq)
-            check_evidence(entry, evidence_line, seq + 1)
+        entry = check_line(raw, evidence_line, self.cr.size, evidence=self.evidence,
+                           entries_file=self.entries_file)
         self.cr.append(entry.leaf_hash)
         return entry
+
+    def add_leaves(self, leaves: bytes) -> None:
+        """Add the leaf hashes of entries checked elsewhere (``check_line``), meeting the
+        checkpoints they complete.
+
+        Raises:
+            Failure: such a checkpoint does not match, or the log forked.
+        """
+        for i in range(0, len(leaves), merkle.HASH_SIZE):
+            self.cr.append(leaves[i:i + merkle.HASH_SIZE])
+            self.settle()
 
     def settle(self) -> None:
         """Meet the checkpoints whose size the entries have reached.
@@ -304,13 +308,9 @@ class TreeCheck:
         return self.cr.root()
 
 
-def _verify(d: Path, verifier: NoteVerifier, held_notes: Sequence[str],
-            progress: Progress | None, counts: dict[str, int],
-            result: dict[str, Any]) -> None:
+def _verify_here(d: Path, check: TreeCheck, progress: Progress | None,
+                 counts: dict[str, int], total: int) -> None:
     evidence_path = d / EVIDENCE
-    check = TreeCheck(verifier, evidence=evidence_path.exists(), held=held_notes)
-    check.add_checkpoints(read_checkpoints(d / CHECKPOINTS, verifier))
-    total = (d / ENTRIES).stat().st_size
     with open(d / ENTRIES, "rb") as entries, (
             open(evidence_path, "rb") if check.evidence else nullcontext()) as ev_stream:
         ev_lines = None if ev_stream is None else LineReader(ev_stream, EVIDENCE)
@@ -324,6 +324,41 @@ def _verify(d: Path, verifier: NoteVerifier, held_notes: Sequence[str],
         if ev_lines is not None and ev_lines.read() is not None:
             raise Failure(f"evidence.jsonl has more lines than the {check.size} entries",
                           file=EVIDENCE, line=ev_lines.line)
+
+
+def _verify_in_workers(d: Path, check: TreeCheck, jobs: int, progress: Progress | None,
+                       counts: dict[str, int], total: int) -> None:
+    """The lines checked by ``jobs`` processes (:mod:`audit.verify_chunks`); the tree and
+    the checkpoints here, in order."""
+    for chunk in checked_chunks(d, evidence=check.evidence, jobs=jobs):
+        before = check.size
+        check.add_leaves(chunk.leaves)
+        counts["entries"] = check.size
+        counts["checkpoints"] = check.checkpoints
+        chunk.raise_failure()
+        if progress is not None:
+            for n in range(before - before % PROGRESS_EVERY + PROGRESS_EVERY, check.size + 1,
+                           PROGRESS_EVERY):
+                progress(n, chunk.end, total)
+    if check.evidence and count_lines(d / EVIDENCE) > check.size:
+        raise Failure(f"evidence.jsonl has more lines than the {check.size} entries",
+                      file=EVIDENCE, line=check.size + 1)
+
+
+def _verify(d: Path, verifier: NoteVerifier, held_notes: Sequence[str],
+            progress: Progress | None, counts: dict[str, int],
+            result: dict[str, Any], jobs: int | None) -> None:
+    evidence_path = d / EVIDENCE
+    check = TreeCheck(verifier, evidence=evidence_path.exists(), held=held_notes)
+    check.add_checkpoints(read_checkpoints(d / CHECKPOINTS, verifier))
+    total = (d / ENTRIES).stat().st_size
+    if jobs is None:
+        # A small export is checked here: starting processes would cost more.
+        jobs = 1 if total < PARALLEL_FROM else os.cpu_count() or 1
+    if jobs > 1:
+        _verify_in_workers(d, check, jobs, progress, counts, total)
+    else:
+        _verify_here(d, check, progress, counts, total)
     result["evidence"] = check.evidence
     result["root"] = check.finish()
     result["origin"] = check.origin

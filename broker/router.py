@@ -622,7 +622,7 @@ class Router:
             notice = build_notice(
                 Notice(message_id=entry.message_id, decision=entry.decision,
                        reason=entry.reason, seq=entry.seq,
-                       at=datetime.strptime(entry.at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)),
+                       at=entry.time),
                 self._key,
             )
             self._publish(ch, pending, routing_key=sender, body=notice,
@@ -780,10 +780,21 @@ def _ids_to_look_up(outcomes: Iterable[ParsedEnvelope | Reason]) -> set[str]:
 def _unit_of_user(directory: Directory, user_id: str | None) -> str | None:
     if not user_id:
         return None
-    for unit in directory.units():
-        if amqp_user(unit.address) == user_id:
-            return unit.address
-    return None
+    return _units_by_user(directory).get(user_id)
+
+
+#: The directory last asked about and its units by AMQP user: asked for every message,
+#: and the directory changes a few times a day.
+_by_user: tuple[Directory | None, dict[str, str]] = (None, {})
+
+
+def _units_by_user(directory: Directory) -> dict[str, str]:
+    global _by_user
+    known, users = _by_user
+    if known is not directory:
+        users = {amqp_user(unit.address): unit.address for unit in directory.units()}
+        _by_user = (directory, users)
+    return users
 
 
 def _log_decision(entry: Entry) -> None:

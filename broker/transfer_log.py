@@ -25,8 +25,10 @@ Invariants:
 - Nothing updates or deletes ``entries``, ``evidence`` or ``checkpoints``;
   triggers refuse it in the database too. Only the frontier row changes.
 - Appending and the root of the current tree never rescan the log: the
-  frontier holds O(log n) hashes. Roots of older sizes and proofs read the
-  leaf hashes (32 bytes a row).
+  frontier holds O(log n) hashes. ``subtrees`` keeps the root of every
+  complete subtree of 256**L leaves (L >= 1), written in the transaction that
+  completes it, so any root or proof reads a few rows per level
+  (:class:`protocols.tiles.TileStore`), never every leaf.
 - Checkpoint sizes only grow; each is signed for the size and root of the
   same locked transaction. A batch signs one itself whenever 1,000 entries
   follow the last checkpoint, so no more than 1,000 ever do; and
@@ -42,6 +44,7 @@ from __future__ import annotations
 import enum
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -56,6 +59,7 @@ from keys import Checkpoint, NoteSigner, NoteVerifier
 from protocols import merkle
 from protocols.log_format import Entry, EntryDraft, Evidence
 from protocols.policy import LoggedMessage
+from protocols.tiles import TILE_HEIGHT, TileStore
 
 __all__ = [
     "ANY_PUBLISHER",
@@ -71,6 +75,8 @@ CHECKPOINT_EVERY: Final = 1000
 CHECKPOINT_INTERVAL: Final = timedelta(seconds=10)
 #: The advisory lock that serialises writers of the log on PostgreSQL ("info").
 _LOCK_KEY: Final = 0x696E666F
+#: How long a batch's view of the log stands for it in :meth:`TransferLog.checkpoint_if_due`.
+_SEEN_FOR: Final = 1.0
 #: Rows per query when streaming entries, evidence or leaf hashes.
 _PAGE: Final = 10_000
 
@@ -121,8 +127,13 @@ _entries = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=False),
     sa.Index("entries_message_id", "message_id"),
     # Bodies that could not be read have no message id; their redeliveries are
-    # found by header_sha256 (the body's hash) alone.
-    sa.Index("entries_header_sha256", "header_sha256"),
+    # found by header_sha256 (the body's hash). Only theirs: every other entry is
+    # found by its message id, and a second index of random keys on every entry
+    # would cost each append another page written (logs made before keep their
+    # index of every entry's header_sha256, which serves the same queries).
+    sa.Index("entries_unreadable_sha256", "header_sha256",
+             sqlite_where=sa.text("message_id IS NULL"),
+             postgresql_where=sa.text("message_id IS NULL")),
 )
 _evidence = sa.Table(
     "evidence", _meta,
@@ -138,13 +149,21 @@ _frontier = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("hashes", sa.LargeBinary, nullable=False),
 )
+#: The root of leaves [idx * 256**level, (idx + 1) * 256**level), for level >= 1 (level 0
+#: is ``entries.leaf_hash``): the tiles of C2SP tlog-tiles above the leaves.
+_subtrees = sa.Table(
+    "subtrees", _meta,
+    sa.Column("level", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+)
 _checkpoints = sa.Table(
     "checkpoints", _meta,
     sa.Column("size", _Seq, primary_key=True, autoincrement=False),
     sa.Column("note", sa.Text, nullable=False),
     sa.Column("created_at", sa.String(40), nullable=False),
 )
-_APPEND_ONLY = ("entries", "evidence", "checkpoints")
+_APPEND_ONLY = ("entries", "evidence", "checkpoints", "subtrees")
 
 
 def _append_only_ddl(dialect: str) -> list[str]:
@@ -167,6 +186,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
+    # 128 MiB of pages rather than 2: appends touch a page of the message id index
+    # each (random keys), and a large log's index should stay in the cache.
+    cur.execute("PRAGMA cache_size=-131072")
     cur.close()
 
 
@@ -206,6 +228,18 @@ def _create_private(path: Path) -> None:
         pass
     except OSError as e:
         raise TransferLogError(f"cannot create the transfer log file ({e.strerror})") from e
+
+
+def _is_due(size: int, last_size: int | None, last_at: str | None, now: datetime) -> bool:
+    """Whether a checkpoint is due (wire spec 6.2) for a log of ``size`` whose newest
+    checkpoint has ``last_size`` and was made at ``last_at`` (None: there is none)."""
+    if last_size is None or last_at is None:
+        return size > 0
+    grown = size - last_size
+    if grown <= 0:
+        return False
+    return grown >= CHECKPOINT_EVERY or (
+        now - datetime.fromisoformat(last_at) >= CHECKPOINT_INTERVAL)
 
 
 def _aware(now: datetime) -> datetime:
@@ -279,6 +313,7 @@ class LogBatch:
         self._pending: list[tuple[Entry, Evidence, bytes]] = []
         self._by_mid: dict[str | None, list[int]] = {}
         self._checkpoints: list[dict[str, Any]] = []
+        self._subtrees: list[dict[str, Any]] = []
         # Committed entries by message id, loaded by ``prefetch``: entry, body hash, publisher.
         self._known: dict[str, list[tuple[Entry, str, str | None]]] = {}
 
@@ -352,7 +387,7 @@ class LogBatch:
         if not isinstance(evidence, Evidence):
             raise TypeError("evidence must be an Evidence")
         entry, line = Entry.with_evidence(draft, self._frontier.size, evidence)
-        self._frontier.append(entry.leaf_hash)
+        self._append_leaf(entry.leaf_hash)
         self._by_mid.setdefault(entry.message_id, []).append(len(self._pending))
         self._pending.append((entry, evidence, line))
         size = self._frontier.size
@@ -366,21 +401,37 @@ class LogBatch:
             self._last_checkpoint = size
         return entry
 
+    def _append_leaf(self, leaf: bytes) -> None:
+        size = self._frontier.size + 1
+        if size % (1 << TILE_HEIGHT):
+            self._frontier.append(leaf)
+            return
+        completed: list[tuple[int, bytes]] = []
+        self._frontier.append(leaf, completed)
+        self._subtrees += [{"level": height // TILE_HEIGHT, "idx": (size >> height) - 1,
+                            "hash": h} for height, h in completed if height % TILE_HEIGHT == 0]
+
     def _flush(self) -> None:
         if not self._pending:
             return
-        # One executemany per table: the driver batches the rows (psycopg 3
+        # One executemany per table in the driver's own form: the rows are plain
+        # tuples, so no statement is compiled or cached per batch (psycopg 3
         # pipelines them; sqlite3 steps one prepared statement).
-        self._conn.execute(_entries.insert(), [
-            {"seq": e.seq, "message_id": e.message_id, "header_sha256": e.header_sha256,
-             "leaf_hash": e.leaf_hash, "body": e.to_bytes()} for e, _, _ in self._pending])
-        self._conn.execute(_evidence.insert(), [
-            {"seq": e.seq, "publisher": ev.publisher, "body_sha256": ev.body_sha256,
-             "line": line} for e, ev, line in self._pending])
-        self._conn.execute(_frontier.update().where(_frontier.c.id == 1).values(
-            size=self._frontier.size, hashes=self._frontier.to_bytes()))
+        m = "?" if self._conn.dialect.paramstyle == "qmark" else "%s"
+        run = self._conn.exec_driver_sql
+        run(f"INSERT INTO entries (seq, message_id, header_sha256, leaf_hash, body) "
+            f"VALUES ({m}, {m}, {m}, {m}, {m})",
+            [(e.seq, e.message_id, e.header_sha256, e.leaf_hash, e.to_bytes())
+             for e, _, _ in self._pending])
+        run(f"INSERT INTO evidence (seq, publisher, body_sha256, line) "
+            f"VALUES ({m}, {m}, {m}, {m})",
+            [(e.seq, ev.publisher, ev.body_sha256, line) for e, ev, line in self._pending])
+        run(f"UPDATE frontier SET size = {m}, hashes = {m} WHERE id = 1",
+            (self._frontier.size, self._frontier.to_bytes()))
         if self._checkpoints:
             self._conn.execute(_checkpoints.insert(), self._checkpoints)
+        if self._subtrees:
+            self._conn.execute(_subtrees.insert(), self._subtrees)
 
 
 # --- the log ---------------------------------------------------------------------------
@@ -395,6 +446,11 @@ class TransferLog:
         self._signer = signer
         self._origin = origin
         self._sqlite = engine.dialect.name == "sqlite"
+        self._has_subtrees: bool | None = None
+        #: (when, size, newest checkpoint's size and time) as this object's last batch
+        #: committed them; trusted for :data:`_SEEN_FOR` seconds, since other writers
+        #: may append meanwhile.
+        self._seen: tuple[float, int, int | None, str | None] | None = None
 
     @classmethod
     def open(cls, url: str, *, signer: NoteSigner | None, origin: str) -> TransferLog:
@@ -427,6 +483,7 @@ class TransferLog:
                     if conn.execute(sa.select(_frontier.c.id)).first() is None:
                         conn.execute(_frontier.insert().values(
                             id=1, size=0, hashes=merkle.CompactRange().to_bytes()))
+                    _fill_subtrees(conn)
         except TransferLogError:
             engine.dispose()
             raise
@@ -438,6 +495,13 @@ class TransferLog:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def _tiled(self, conn: Connection) -> bool:
+        """Whether the log keeps subtree hashes (one opened only to read may predate them
+        until a writer opens it)."""
+        if self._has_subtrees is None:
+            self._has_subtrees = sa.inspect(conn).has_table("subtrees")
+        return self._has_subtrees
 
     def backup(self, target: Path) -> int:
         """Copy a log on SQLite to a new file (0600) while routers keep writing, with
@@ -530,6 +594,12 @@ class TransferLog:
                          0 if last is None else int(last.size))
             yield b
             b._flush()
+        signed = b._checkpoints[-1] if b._checkpoints else None
+        if signed is not None:
+            self._seen = (time.monotonic(), b.size, signed["size"], signed["created_at"])
+        else:
+            self._seen = (time.monotonic(), b.size, None if last is None else int(last.size),
+                          None if last is None else str(last.created_at))
 
     def _sign(self, size: int, root: bytes) -> str:
         assert self._signer is not None
@@ -545,6 +615,12 @@ class TransferLog:
             TransferLogError: the log was opened without its key, or the database failed.
         """
         now = _aware(now)
+        seen = self._seen
+        # What this object's last batch saw, a moment ago: the router asks after every
+        # batch, and most often nothing is due.
+        if (seen is not None and time.monotonic() - seen[0] < _SEEN_FOR
+                and not _is_due(*seen[1:], now)):
+            return None
         # A cheap look first without the lock: most calls find nothing due.
         with self._read() as conn:
             if not self._due(conn, now):
@@ -555,16 +631,9 @@ class TransferLog:
             return self._sign_current(conn, now)
 
     def _due(self, conn: Connection, now: datetime) -> bool:
-        size = _read_frontier(conn).size
         last = _latest_checkpoint(conn)
-        if last is None:
-            return size > 0
-        grown = size - int(last.size)
-        if grown <= 0:
-            return False
-        if grown >= CHECKPOINT_EVERY:
-            return True
-        return now - datetime.fromisoformat(last.created_at) >= CHECKPOINT_INTERVAL
+        return _is_due(_read_frontier(conn).size, None if last is None else int(last.size),
+                       None if last is None else str(last.created_at), now)
 
     def checkpoint(self, now: datetime) -> str:
         """A signed checkpoint of the current size: a new one, or the last if it has that size.
@@ -686,18 +755,51 @@ class TransferLog:
         """
         with self._read() as conn:
             frontier = _read_frontier(conn)
-        if size is None or size == frontier.size:
-            return frontier.root()
-        self._check_size(size, frontier.size)
-        cr = merkle.CompactRange()
-        for r in self._pages(_entries, [_entries.c.leaf_hash], 0, size):
-            cr.append(bytes(r.leaf_hash))
-        return cr.root()
+            if size is None or size == frontier.size:
+                return frontier.root()
+            self._check_size(size, frontier.size)
+            if size == 0:
+                return merkle.EMPTY_ROOT
+            return self._tree(conn, size).subtree(0, size)
 
     def _check_size(self, size: int, current: int | None = None) -> None:
         current = self.size() if current is None else current
         if not 0 <= size <= current:
             raise TransferLogError(f"the log has no tree of size {size} (its size is {current})")
+
+    def _tree(self, conn: Connection, size: int) -> TileStore:
+        """Subtree hashes of the tree of ``size`` read over ``conn``: a few rows per level."""
+        if not self._tiled(conn):
+            leaves = [bytes(r.leaf_hash)
+                      for r in self._pages(_entries, [_entries.c.leaf_hash], 0, size)]
+            return TileStore(lambda level, start, end: (
+                leaves[start:end] if level == 0 else _perfect_roots(leaves, level, start, end)),
+                size)
+
+        # The driver's own cursor: a proof makes a few dozen small queries, and
+        # SQLAlchemy's statement and result handling would cost more than the rows.
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        mark = "?" if self._sqlite else "%s"
+        leaf_rows = (f"SELECT leaf_hash FROM entries WHERE seq >= {mark} AND seq < {mark} "
+                     "ORDER BY seq")
+        nodes = (f"SELECT hash FROM subtrees WHERE level = {mark} AND idx >= {mark} "
+                 f"AND idx < {mark} ORDER BY idx")
+
+        def read(level: int, start: int, end: int) -> list[bytes]:
+            try:
+                if level == 0:
+                    cursor.execute(leaf_rows, (start, end))
+                else:
+                    cursor.execute(nodes, (level, start, end))
+                hashes = [bytes(r[0]) for r in cursor.fetchall()]
+            except conn.dialect.loaded_dbapi.Error as e:
+                raise LogUnavailable(f"transfer log read failed ({type(e).__name__})") from e
+            if len(hashes) != end - start:
+                raise TransferLogError(f"subtree hashes {start}..{end - 1} of level {level} "
+                                       "are not all present")
+            return hashes
+
+        return TileStore(read, size)
 
     def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
         """The proof that entry ``seq`` is in the tree of ``size``.
@@ -708,7 +810,8 @@ class TransferLog:
         self._check_size(size)
         if not 0 <= seq < size:
             raise TransferLogError(f"entry {seq} is not in a tree of size {size}")
-        return merkle.inclusion_proof(self.leaf_hashes(0, size), seq, size)
+        with self._read() as conn:
+            return self._tree(conn, size).inclusion_proof(seq, size)
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         """The proof that the tree of ``old`` is a prefix of the tree of ``new``.
@@ -719,4 +822,33 @@ class TransferLog:
         self._check_size(new)
         if not 0 <= old <= new:
             raise TransferLogError(f"no consistency from size {old} to {new}")
-        return merkle.consistency_proof(self.leaf_hashes(0, new), old, new)
+        with self._read() as conn:
+            return self._tree(conn, new).consistency_proof(old, new)
+
+
+def _perfect_roots(leaves: Sequence[bytes], level: int, start: int, end: int) -> list[bytes]:
+    """Hashes ``start`` to ``end - 1`` of ``level`` computed from every leaf (a log that
+    predates its subtree hashes, opened only to read)."""
+    width = 1 << (TILE_HEIGHT * level)
+    return [merkle.root(leaves[i * width:(i + 1) * width]) for i in range(start, end)]
+
+
+def _fill_subtrees(conn: Connection) -> None:
+    """Write the subtree hashes of a log written before they were kept: one pass over
+    the leaf hashes, once (the log's lock is held)."""
+    size = _read_frontier(conn).size
+    have = conn.execute(sa.select(sa.func.count()).select_from(_subtrees)).scalar_one()
+    if size < (1 << TILE_HEIGHT) or have:
+        return
+    cr = merkle.CompactRange()
+    rows: list[dict[str, Any]] = []
+    for pos in range(0, size, _PAGE):
+        for r in conn.execute(sa.select(_entries.c.leaf_hash).where(
+                _entries.c.seq >= pos, _entries.c.seq < pos + _PAGE).order_by(_entries.c.seq)):
+            completed: list[tuple[int, bytes]] = []
+            cr.append(bytes(r.leaf_hash), completed)
+            rows += [{"level": h // TILE_HEIGHT, "idx": (cr.size >> h) - 1, "hash": x}
+                     for h, x in completed if h % TILE_HEIGHT == 0]
+        if rows:
+            conn.execute(_subtrees.insert(), rows)
+            rows = []

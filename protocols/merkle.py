@@ -89,8 +89,10 @@ class CompactRange:
     def copy(self) -> CompactRange:
         return CompactRange(self._size, self._hashes)
 
-    def append(self, leaf: bytes) -> None:
-        """Add one leaf hash at index ``size``."""
+    def append(self, leaf: bytes, completed: list[tuple[int, bytes]] | None = None) -> None:
+        """Add one leaf hash at index ``size``. ``completed``, if given, receives
+        ``(height, hash)`` of each perfect subtree this leaf completes, smallest first
+        (a store of subtree hashes keeps some of them)."""
         if len(leaf) != HASH_SIZE:
             raise ValueError("a leaf hash is 32 bytes")
         h = leaf
@@ -98,9 +100,13 @@ class CompactRange:
         # Each trailing set bit of the old size is a perfect subtree that the new
         # leaf completes into one twice its height.
         n = self._size
+        height = 0
         while n & 1:
             h = node_hash(hashes.pop(), h)
             n >>= 1
+            height += 1
+            if completed is not None:
+                completed.append((height, h))
         hashes.append(h)
         self._size += 1
 

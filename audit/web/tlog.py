@@ -13,8 +13,8 @@ import gzip
 
 from flask import Blueprint, Response, abort, request
 
-from audit.tiles import HASH, parse_tile_path
 from audit.web.access import bearer_reader, site
+from protocols.tiles import HASH, parse_tile_path
 
 bp = Blueprint("tlog", __name__)
 

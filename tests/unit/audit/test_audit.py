@@ -35,6 +35,8 @@ from audit_export import (
 from click.testing import CliRunner
 from envelope_factories import FRONT_DOOR, S47, SECRET_NAME, T0
 
+import audit.replaying
+import audit.verify_chunks
 import audit.verifying
 from audit import (
     AuditError,
@@ -62,6 +64,16 @@ from protocols.directory import format_time, sign_directory
 from protocols.log_format import Entry, canonical_json
 
 # --- the honest log --------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, params=["here", "in workers"])
+def verify_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: verify checking lines itself, and in worker processes (chunks
+    of three lines, so that tampering falls in every position of a chunk)."""
+    if request.param == "in workers":
+        monkeypatch.setattr(audit.verifying, "PARALLEL_FROM", 0)
+        monkeypatch.setattr(audit.verify_chunks, "CHUNK", 3)
+    return str(request.param)
 
 
 def test_the_export_holds_the_documented_files(built: Built) -> None:
@@ -390,6 +402,26 @@ def test_replay_cannot_rerun_a_decision_whose_header_is_gone(built: Built,
     assert [m.seq for m in found] == [k]
     assert "no header in the evidence" in found[0].detail
     assert verify(copy, log_key=SIGNER.verifier).seq == k
+
+
+def test_replay_in_worker_processes_finds_what_replay_here_finds(
+        built: Built, copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chunks of two: the duplicate, the response and the orphan are decided against
+    # entries that went to other workers, so each needs what it may see handed over.
+    monkeypatch.setattr(audit.replaying, "CHUNK", 2)
+    assert replay(built.export, jobs=2) == []
+    items = lines(copy / "entries.jsonl")
+    k = _entry_line(copy, built.ids["approval"])
+    items[k] = items[k].replace(b'"decision":"refused","reason":"approval_required"',
+                                b'"decision":"routed","reason":null')
+    write_lines(copy / "entries.jsonl", items)
+    (copy / "registry" / "directory-8.json").write_bytes(
+        sign_directory(built.v8, SigningKeyPair.generate()))
+    evidence = lines(copy / "evidence.jsonl")
+    write_lines(copy / "evidence.jsonl", evidence[:-2])
+    here = replay(copy, jobs=1)
+    assert len(here) > 3 and here[-1].seq == len(items) - 1
+    assert replay(copy, jobs=2) == here
 
 
 # --- export refusals -------------------------------------------------------------------

@@ -26,6 +26,8 @@ from audit_export import (
 )
 from click.testing import CliRunner
 
+import audit.verify_chunks
+import audit.verifying
 from audit import AuditError, check_proof, load_checkpoint_notes, prove, replay, report, verify
 from audit.audit_cli import audit as audit_group
 
@@ -47,6 +49,15 @@ def _edit_evidence(d: Path, k: int, **changes: object) -> None:
 
 
 # --- evidence is bound to its entry ----------------------------------------------------
+
+
+@pytest.fixture(autouse=True, params=["here", "in workers"])
+def verify_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: verify checking lines itself, and in worker processes."""
+    if request.param == "in workers":
+        monkeypatch.setattr(audit.verifying, "PARALLEL_FROM", 0)
+        monkeypatch.setattr(audit.verify_chunks, "CHUNK", 3)
+    return str(request.param)
 
 
 def test_moving_the_blame_for_a_spoofing_attempt_is_caught(built: Built, copy: Path) -> None:

@@ -290,6 +290,46 @@ def test_proofs_from_the_log_verify_against_its_checkpoints(log: TransferLog) ->
         log.consistency_proof(7, 6)
 
 
+def _check_proofs_against_the_leaves(log: TransferLog, leaves: list[bytes]) -> None:
+    for size in (1, 255, 256, 257, 512, 700, 1024, len(leaves)):
+        assert log.root(size) == merkle.root(leaves[:size])
+        for seq in {0, size // 3, size - 1}:
+            assert log.inclusion_proof(seq, size) == merkle.inclusion_proof(leaves, seq, size)
+        for old in {1, min(256, size), size // 2 or 1}:
+            assert log.consistency_proof(old, size) == merkle.consistency_proof(
+                leaves, old, size)
+
+
+def test_proofs_and_old_roots_come_from_stored_subtree_hashes(
+        log: TransferLog, log_url: str) -> None:
+    made: list[Entry] = []
+    for count in (100, 300, 1, 255, 400, 244):  # batches across subtree boundaries
+        made += append(log, len(made), count)
+    leaves = [e.leaf_hash for e in made]
+    _check_proofs_against_the_leaves(log, leaves)
+    engine = sa.create_engine(log_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT level, idx, hash FROM subtrees ORDER BY idx")).all()
+    engine.dispose()
+    assert [(r.level, r.idx) for r in rows] == [(1, i) for i in range(len(made) // 256)]
+    assert [bytes(r.hash) for r in rows] == [merkle.root(leaves[i * 256:(i + 1) * 256])
+                                             for i in range(len(made) // 256)]
+
+
+def test_sqlite_a_log_from_before_subtree_hashes_proves_and_gets_them_when_written(
+        open_log: OpenLog, log_url: str) -> None:
+    writer = open_log()
+    leaves = [e.leaf_hash for e in append(writer, 0, 1100)]
+    writer.close()
+    db = sqlite3.connect(log_url.removeprefix("sqlite:///"))
+    db.execute("DROP TABLE subtrees")
+    db.commit()
+    _check_proofs_against_the_leaves(open_log(signer=None), leaves)
+    _check_proofs_against_the_leaves(open_log(), leaves)  # the writer fills them in
+    assert db.execute("SELECT count(*) FROM subtrees").fetchone() == (4,)
+    db.close()
+
+
 # --- opening ---------------------------------------------------------------------------
 
 

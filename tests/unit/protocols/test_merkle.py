@@ -231,3 +231,14 @@ def test_compact_range_agrees_with_the_recursive_definition(inputs: list[bytes])
         cr.append(h)
         assert cr.root() == mth(hashes[:i + 1])
     assert merkle.root(hashes) == mth(hashes)
+
+
+def test_appending_reports_every_perfect_subtree_it_completes() -> None:
+    leaves = [merkle.leaf_hash(str(i).encode()) for i in range(1 << 12)]
+    cr = merkle.CompactRange()
+    for i, leaf in enumerate(leaves):
+        completed: list[tuple[int, bytes]] = []
+        cr.append(leaf, completed)
+        size = i + 1
+        heights = [h for h in range(1, 13) if size % (1 << h) == 0]
+        assert completed == [(h, merkle.root(leaves[size - (1 << h):size])) for h in heights]

@@ -6,7 +6,8 @@ import hashlib
 
 import pytest
 
-from audit.tiles import (
+from protocols import merkle
+from protocols.tiles import (
     TILE_WIDTH,
     TileBuilder,
     TileId,
@@ -16,7 +17,6 @@ from audit.tiles import (
     split_hashes,
     tiles_of,
 )
-from protocols import merkle
 
 
 def leaves(n: int) -> list[bytes]:
