@@ -22,13 +22,13 @@ units' keys; it is never stored. A database URL comes from
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from agency.bundle import BUNDLE_FILE, TOKEN_FILE, Bundle, read_bundle
+from agency.files import write_atomic
 from agency.gateway.errors import SetupError
 from keys import (
     EncryptionKeyPair,
@@ -59,13 +59,7 @@ class UnitKeys:
 
 
 def _write_secret(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, text.encode("utf-8"))
 
 
 def _mkdir(path: Path) -> Path:
