@@ -27,12 +27,8 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 import agency.client_cli
 from agency.bundle import Bundle, write_bundle
-from agency.client import (
-    RECEIPT_PENDING,
-    RECEIPT_SENT,
-    AgencyClient,
-    Received,
-)
+from agency.client import AgencyClient, Received
+from agency.client_state import RECEIPT_PENDING, RECEIPT_SENT
 from agency.errors import ConnectionFailed, LocalRefusal, PublishFailed
 from broker.topology import (
     DELIVER,
