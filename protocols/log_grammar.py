@@ -14,11 +14,18 @@ decides. What they take is exactly what that parser would accept, with the
 same values (``tests/unit/protocols/test_log_grammar.py`` holds the two
 together): a ``publisher`` with characters that JSON escapes, for instance,
 is left to the full parser.
+
+Its pieces serve a reader that needs no values, only a verdict (``audit
+verify`` checking a chunk of lines, :mod:`audit.verify_chunks`): a match of
+:data:`ENTRY` whose groups pass :func:`entry_ok` is what :func:`entry_values`
+takes, and a match of :data:`EVIDENCE` whose header and signatures pass
+:func:`evidence_header` is what :func:`evidence_values` takes.
 """
 
 from __future__ import annotations
 
 import binascii
+import operator
 import re
 from datetime import datetime
 from itertools import pairwise
@@ -28,7 +35,7 @@ from protocols.envelope import MAX_HEADER_BYTES, MAX_SIGNATURES
 from protocols.model import CONSENT_STATUSES, KINDS
 from protocols.reasons import Reason
 
-__all__ = ["entry_values", "evidence_values"]
+__all__ = ["ENTRY", "EVIDENCE", "entry_ok", "entry_values", "evidence_header", "evidence_values"]
 
 # The characters of a name of wire spec section 1 and its length; where its hyphens
 # may stand is checked on the captured text (:func:`_names_ok`), which a character
@@ -37,12 +44,16 @@ _NAME: Final = r"[a-z0-9-]{1,40}"
 _NAME_FORM: Final = re.compile(r"[a-z0-9](?:-?[a-z0-9])*")
 _UUID4: Final = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 _HEX64: Final = r"[0-9a-f]{64}"
-_INT: Final = r"0|[1-9][0-9]*"
+# A number of at most 18 digits: a longer one is left to the full parser, which refuses
+# one past Python's limit on the digits of an int rather than raising ValueError.
+_INT: Final = r"0|[1-9][0-9]{0,17}"
 # Text that canonical JSON writes as it is: printable ASCII but the quote and backslash.
 _PLAIN: Final = r'[\x20\x21\x23-\x5b\x5d-\x7e]{0,255}'
 _B64: Final = r"[A-Za-z0-9+/]"
-# Canonical padded base64: the bits that padding drops are zero.
-_BASE64: Final = rf"{_B64}*={{0,2}}"
+# The header's base64, up to the quote that ends it. Which of it is canonical is left to
+# :func:`_canonical_base64`, which decodes it anyway: a character class here would cost
+# more than the decoding.
+_BASE64: Final = r'[^"]*'
 _SIG64: Final = rf'\{{"key":"[0-9a-f]{{32}}","sig":"{_B64}{{85}}[AQgw]=="\}}'
 
 
@@ -50,7 +61,7 @@ def _one_of(values: Any) -> str:
     return "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
 
 
-_ENTRY: Final = re.compile(
+ENTRY: Final = re.compile(
     rf'\{{"seq":({_INT}),'
     r'"at":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)",'
     rf'"message_id":(?:null|"({_UUID4})"),'
@@ -72,7 +83,7 @@ _ENTRY: Final = re.compile(
     rf'"publisher":(?:null|"({_PLAIN})"),'
     rf'"evidence_sha256":"({_HEX64})"\}}')
 
-_EVIDENCE: Final = re.compile(
+EVIDENCE: Final = re.compile(
     rf'\{{"seq":({_INT}),'
     rf'"header":(?:null|"({_BASE64})"),'
     rf'"signatures":(?:null|\[({_SIG64}(?:,{_SIG64})*)\]),'
@@ -80,7 +91,6 @@ _EVIDENCE: Final = re.compile(
     rf'"body_sha256":"({_HEX64})"\}}')
 _SIG_PARTS: Final = re.compile(r'"key":"([0-9a-f]{32})","sig":"([^"]*)"')
 
-_ALL_NULL: Final = (None,) * 10
 _UNREADABLE: Final = frozenset(
     {Reason.MALFORMED.value, Reason.TOO_LARGE.value, Reason.UNSUPPORTED_VERSION.value})
 #: Times and names already found good: entries of one second share their time, and
@@ -119,16 +129,86 @@ def _names_ok(*values: str | None) -> bool:
 
 
 def _canonical_base64(text: str) -> bytes | None:
-    """The bytes of canonical padded base64, or None: whole quanta, and the bits that
-    padding leaves over zero."""
-    if len(text) % 4 or "=" in text[:-2]:
+    """The bytes of canonical padded base64, or None: the alphabet only, whole quanta,
+    padding only at the end, and the bits that padding leaves over zero."""
+    if len(text) % 4:
+        return None
+    try:
+        # Strict: nothing outside the alphabet, no padding but at the end.
+        data = binascii.a2b_base64(text, strict_mode=True)
+    except ValueError:  # binascii.Error, or text that is not ASCII
         return None
     if text.endswith("=="):
         if text[-3] not in "AQgw":
             return None
     elif text.endswith("=") and text[-2] not in "AEIMQUYcgkosw048":
         return None
-    return binascii.a2b_base64(text)
+    return data
+
+
+def entry_ok(groups: tuple[str | None, ...]) -> bool:
+    """Whether the groups of an :data:`ENTRY` match are a canonical entry: the checks
+    between fields that the pattern leaves (decision and reason, the calendar, sorted
+    categories, where hyphens stand in names, the rule of 6.1 for check 1).
+
+    Of an entry that passes, ``message_id`` is null exactly when the body was refused
+    at check 1.
+    """
+    (_, at, message_id, _, _, _, _, _, _, _, in_reply_to, _, _, _, _, _, payload_sha256,
+     _, _, _) = groups
+    if not _calendar_time(at):  # type: ignore[arg-type]  # the pattern's group is never None
+        return False
+    shape = _SHAPE(groups)
+    unreadable = _SHAPES.get(shape)
+    if unreadable is None:
+        unreadable = _shape_unreadable(*shape)
+        if unreadable is None:
+            return False
+        if len(_SHAPES) >= _SEEN_MAX:
+            _SHAPES.clear()
+        _SHAPES[shape] = unreadable
+    if unreadable:
+        return message_id is None and in_reply_to is None and payload_sha256 is None
+    return message_id is not None and payload_sha256 is not None
+
+
+#: The groups of an entry that its shape is made of: all but those unique to an entry
+#: (seq, time, ids, hashes, registry version, publisher), whose form the pattern checks.
+_SHAPE: Final = operator.itemgetter(3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14)
+#: Shapes already found good, and whether they are of a body refused at check 1. A log
+#: has a few dozen; bounded, so distinct shapes cannot grow it.
+_SHAPES: dict[tuple[str | None, ...], bool] = {}
+
+
+def _shape_unreadable(kind: str | None, decision: str, reason: str | None,
+                      protocol: str | None, purpose: str | None, sender: str | None,
+                      recipient: str | None, status: str | None, ground: str | None,
+                      informed: str, categories: str | None) -> bool | None:
+    """Whether an entry of this shape is of a body refused at check 1, or None when no
+    entry is of this shape."""
+    if (decision == "routed") != (reason is None):
+        return None
+    cats = _categories(categories)
+    if cats is not None and len(cats) > 1 and any(a >= b for a, b in pairwise(cats)):
+        return None
+    if not _names_ok(protocol, purpose, sender, recipient, _ground(ground), *(cats or ())):
+        return None
+    named = (kind, protocol, purpose, sender, recipient)
+    if decision == "refused" and reason in _UNREADABLE:
+        if named != (None,) * 5 or status is not None or informed != "null" or cats is not None:
+            return None
+        return True
+    if None in named or informed == "null" or cats is None:
+        return None
+    return False
+
+
+def _categories(group: str | None) -> list[str] | None:
+    return None if group is None else [c[1:-1] for c in group.split(",")] if group else []
+
+
+def _ground(group: str | None) -> str | None:
+    return None if group is None or group == "null" else group[1:-1]
 
 
 def entry_values(data: bytes) -> dict[str, Any] | None:
@@ -140,41 +220,35 @@ def entry_values(data: bytes) -> dict[str, Any] | None:
         text = data.decode("ascii")
     except UnicodeDecodeError:
         return None
-    m = _ENTRY.fullmatch(text)
-    if m is None:
+    m = ENTRY.fullmatch(text)
+    if m is None or not entry_ok(groups := m.groups()):
         return None
     (seq, at, message_id, kind, decision, reason, protocol, purpose, sender, recipient,
      in_reply_to, status, ground, informed, categories, header_sha256, payload_sha256,
-     registry_version, publisher, evidence_sha256) = m.groups()
-    if (decision == "routed") != (reason is None) or not _calendar_time(at):
-        return None
-    cats = None if categories is None else (
-        [c[1:-1] for c in categories.split(",")] if categories else [])
-    if cats is not None and len(cats) > 1 and any(a >= b for a, b in pairwise(cats)):
-        return None
-    ground = None if ground is None or ground == "null" else ground[1:-1]
-    if not _names_ok(protocol, purpose, sender, recipient, ground, *(cats or ())):
-        return None
-    informed_value = None if informed == "null" else informed == "true"
-    header_fields = (message_id, kind, protocol, purpose, sender, recipient, status,
-                     informed_value, cats, payload_sha256)
-    if decision == "refused" and reason in _UNREADABLE:
-        if in_reply_to is not None or header_fields != _ALL_NULL:
-            return None
-    elif None in (message_id, kind, protocol, purpose, sender, recipient, informed_value,
-                  cats, payload_sha256):
-        return None
+     registry_version, publisher, evidence_sha256) = groups
+    assert seq is not None and registry_version is not None  # groups the pattern requires
     return {
         "seq": int(seq), "at": at, "message_id": message_id, "kind": kind,
         "decision": decision, "reason": reason, "protocol": protocol, "purpose": purpose,
         "sender": sender, "recipient": recipient, "in_reply_to": in_reply_to,
-        "consent": None if status is None else {
-            "status": status, "ground": ground},
-        "subject_informed": informed_value,
-        "data_categories": cats, "header_sha256": header_sha256,
+        "consent": None if status is None else {"status": status, "ground": _ground(ground)},
+        "subject_informed": None if informed == "null" else informed == "true",
+        "data_categories": _categories(categories), "header_sha256": header_sha256,
         "payload_sha256": payload_sha256, "registry_version": int(registry_version),
         "publisher": publisher, "evidence_sha256": evidence_sha256,
     }
+
+
+def evidence_header(header: str | None, signatures: str | None) -> tuple[bool, bytes | None]:
+    """Whether the ``header`` and ``signatures`` groups of an :data:`EVIDENCE` match are
+    canonical (both null, or canonical base64 of at most ``MAX_HEADER_BYTES`` with at
+    most ``MAX_SIGNATURES`` signatures), and the header's bytes."""
+    if header is None or signatures is None:
+        return header is signatures, None
+    data = _canonical_base64(header)
+    if data is None or len(data) > MAX_HEADER_BYTES or signatures.count("{") > MAX_SIGNATURES:
+        return False, None
+    return True, data
 
 
 def evidence_values(data: bytes) -> tuple[int, bytes | None, list[dict[str, str]] | None,
@@ -185,19 +259,14 @@ def evidence_values(data: bytes) -> tuple[int, bytes | None, list[dict[str, str]
         text = data.decode("ascii")
     except UnicodeDecodeError:
         return None
-    m = _EVIDENCE.fullmatch(text)
+    m = EVIDENCE.fullmatch(text)
     if m is None:
         return None
     seq, header_b64, sigs, publisher, body_sha256 = m.groups()
-    if (header_b64 is None) != (sigs is None):
+    ok, header = evidence_header(header_b64, sigs)
+    if not ok:
         return None
-    header = None
-    signatures = None
-    if header_b64 is not None:
-        header = _canonical_base64(header_b64)
-        if header is None:
-            return None
-        signatures = [{"key": k, "sig": s} for k, s in _SIG_PARTS.findall(sigs)]
-        if len(header) > MAX_HEADER_BYTES or len(signatures) > MAX_SIGNATURES:
-            return None
+    signatures = None if sigs is None else [
+        {"key": k, "sig": s} for k, s in _SIG_PARTS.findall(sigs)]
+    assert seq is not None and body_sha256 is not None  # groups the pattern requires
     return int(seq), header, signatures, publisher, body_sha256

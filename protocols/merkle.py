@@ -46,8 +46,9 @@ _LEAF = b"\x00"
 _NODE = b"\x01"
 
 
-def leaf_hash(entry_bytes: bytes) -> bytes:
-    """SHA-256(0x00 || entry bytes): the hash of one log entry as a leaf."""
+def leaf_hash(entry_bytes: bytes | memoryview) -> bytes:
+    """SHA-256(0x00 || entry bytes): the hash of one log entry as a leaf (the bytes may
+    be a view into a larger buffer, which spares copying them out first)."""
     return hashlib.sha256(_LEAF + entry_bytes).digest()
 
 

@@ -3,15 +3,18 @@
 Plain functions: ``draft(i)`` is a routed referral ``i`` and ``evidence(i)``
 its evidence; any field can change. ``UNREADABLE`` holds the fields of a body
 refused at check 1 (give ``header_sha256``, the body's hash, with it).
+``line_pairs()`` are lines of every shape, and ``damaged`` spoils one, for the
+tests that hold a fast path of reading lines to the full parser.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 from typing import Any
 
 from keys import b64encode
-from protocols.log_format import EntryDraft, Evidence
+from protocols.log_format import Entry, EntryDraft, Evidence
 
 POLICE_USER = "west-yorkshire-police.police-safeguarding"
 SIG = {"key": "ab" * 16, "sig": b64encode(bytes(64))}
@@ -49,3 +52,63 @@ def evidence(i: int, **overrides: Any) -> Evidence:
                                   publisher=POLICE_USER, body_sha256=sha(f"body {i}"))
     fields.update(overrides)
     return Evidence(**fields)
+
+
+def line_pairs(first: int = 0) -> list[tuple[bytes, bytes]]:
+    """Entry and evidence lines of every shape the router writes, seq ``first`` on: routed,
+    refused after check 1, refused at check 1 (no header), consent null or with or
+    without a ground, an answer, categories none or many, several signatures, headers
+    whose base64 is padded or not, and publishers null, empty and with characters that
+    JSON escapes."""
+    shapes: list[tuple[dict[str, Any], Evidence]] = [
+        ({}, evidence(1)),
+        ({"decision": "refused", "reason": "stale"}, evidence(2)),
+        ({"in_reply_to": mid(9), "kind": "response", "consent": None}, evidence(3)),
+        ({"consent": {"status": "given", "ground": None}, "data_categories": []},
+         evidence(4, publisher="")),
+        ({"subject_informed": True, "data_categories": ["a", "b-c", "z9"]},
+         evidence(5, publisher=None)),
+        ({**UNREADABLE, "header_sha256": sha("body 6")},
+         Evidence(header=None, signatures=None, publisher=POLICE_USER,
+                  body_sha256=sha("body 6"))),
+        ({"reason": "too_large", "decision": "refused", **{
+            k: v for k, v in UNREADABLE.items() if k != "reason"},
+          "header_sha256": sha("body 7")},
+         Evidence(header=None, signatures=None, publisher="odd \"user\"\\ é",
+                  body_sha256=sha("body 7"))),
+        ({}, evidence(8, header=b"", signatures=[SIG, {"key": "cd" * 16,
+                                                        "sig": b64encode(b"\x01" * 64)}])),
+        ({}, evidence(9, header=b"ab")),
+        ({}, evidence(10, header=b"abcd")),
+        ({**UNREADABLE, "reason": "unsupported_version", "header_sha256": sha("body 11")},
+         Evidence(header=None, signatures=None, publisher=None, body_sha256=sha("body 11"))),
+        ({"decision": "refused", "reason": "approval_required", "subject_informed": True},
+         evidence(12, signatures=[SIG] * 5)),
+        ({"kind": "receipt", "in_reply_to": mid(3), "data_categories": ["identity"]},
+         evidence(13, publisher="leeds-cc.front-door\u2028\n")),
+        ({"decision": "refused", "reason": "sender_mismatch"},
+         evidence(14, publisher="leeds-cc.front-door")),
+    ]
+    out = []
+    for seq, (overrides, ev) in enumerate(shapes, first):
+        if ev.header is not None:  # the entry names its evidence's header, as the router's do
+            overrides = {**overrides, "header_sha256": sha(ev.header)}
+        e, line = Entry.with_evidence(draft(seq, **overrides), seq, ev)
+        out.append((e.to_bytes(), line))
+    return out
+
+
+def damaged(data: bytes, rng: random.Random) -> bytes:
+    """One byte changed, inserted or removed, or a piece of the line repeated."""
+    i = rng.randrange(len(data))
+    alphabet = b'"{}[],:0123456789abcdefz-/=+ACQ AZnultrue\\\x00\xc3'
+    match rng.randrange(4):
+        case 0:
+            return data[:i] + bytes([rng.choice(alphabet)]) + data[i + 1:]
+        case 1:
+            return data[:i] + bytes([rng.choice(alphabet)]) + data[i:]
+        case 2:
+            return data[:i] + data[i + 1:]
+        case _:
+            j = rng.randrange(i, min(len(data), i + 40) + 1)
+            return data[:j] + data[i:j] + data[j:]
