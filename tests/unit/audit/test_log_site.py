@@ -209,6 +209,23 @@ def test_the_tar_export_of_a_served_log(built: Built, tmp_path: Path) -> None:
     assert sorted(p.name for p in (out / "registry").iterdir()) == [
         "directory-7.json", "directory-8.json", "registry-key.pub"]
 
+    slim = _app(site).test_client().get("/api/v1/export.tar?evidence=no", headers=AUTH)
+    assert slim.status_code == 200
+    data = slim.get_data()
+    assert int(slim.headers["Content-Length"]) == len(data)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(tmp_path / "slim", filter="data")
+    (out,) = (tmp_path / "slim").iterdir()
+    assert not (out / "evidence.jsonl").exists()
+    assert spec_verifier.verify_export(str(out), name=SIGNER.verifier.name,
+                                       public_key=SIGNER.pair.public)["evidence"] == 0
+    assert verify(out, log_key=SIGNER.verifier).ok
+
+    for query in ("evidence=maybe", "evidence=yes&extra=1"):
+        r = _app(site).test_client().get(f"/api/v1/export.tar?{query}", headers=AUTH)
+        assert r.status_code == 422 and r.json is not None
+        assert r.json["message"].startswith("the query is not valid: ")
+
 
 # --- pages ------------------------------------------------------------------------------
 
