@@ -98,6 +98,8 @@ class ChunkResult:
     failure: tuple[str, str | None, int | None, int | None] | None
     #: Where the chunk ends in entries.jsonl.
     end: int
+    #: Where the evidence lines of its entries end in evidence.jsonl (0 without it).
+    evidence_end: int = 0
 
     def raise_failure(self) -> None:
         if self.failure is not None:
@@ -168,7 +170,8 @@ def _check_chunk(chunk: _Chunk) -> ChunkResult:
             i += 1
     except Failure as f:
         return ChunkResult(bytes(leaves), (str(f), f.file, f.line, f.seq), chunk.span[1])
-    return ChunkResult(bytes(leaves), None, chunk.span[1])
+    return ChunkResult(bytes(leaves), None, chunk.span[1], 0 if evidence is None
+                       else chunk.evidence_span[0] + evidence.pos)
 
 
 def _fast_lines(entries: _Span, evidence: _Span | None, i: int, leaves: bytearray) -> int:
@@ -268,13 +271,3 @@ def checked_chunks(d: Path, *, evidence: bool, jobs: int) -> Iterator[ChunkResul
                 yield waiting.popleft().result()
         while waiting:
             yield waiting.popleft().result()
-
-
-def count_lines(path: Path) -> int:
-    """Lines in a file, a last one without its newline included."""
-    n, last = 0, b"\n"
-    with open(path, "rb") as f:
-        while block := f.read(_BLOCK):
-            n += block.count(b"\n")
-            last = block[-1:]
-    return n + (last != b"\n")

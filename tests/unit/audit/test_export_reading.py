@@ -78,6 +78,14 @@ def test_a_changed_body_hash_in_the_evidence_is_caught(built: Built, copy: Path)
     assert "evidence_sha256" in (result.failure or "")
 
 
+@pytest.mark.parametrize("extra", [b"x", b"\n", b"{}\n"])
+def test_evidence_past_the_last_entry_is_named(copy: Path, extra: bytes) -> None:
+    items = lines(copy / "evidence.jsonl")
+    write_lines(copy / "evidence.jsonl", [*items, extra])
+    result = verify(copy, log_key=SIGNER.verifier)
+    assert (result.ok, result.file, result.line) == (False, "evidence.jsonl", len(items) + 1)
+
+
 def test_an_export_without_evidence_verifies_and_says_replay_needs_it(
         built: Built, copy: Path) -> None:
     (copy / "evidence.jsonl").unlink()
