@@ -15,6 +15,7 @@ import random
 from typing import Any
 
 import pytest
+from damage import damaged
 from log_factories import POLICE_USER, SIG, UNREADABLE, draft, evidence, mid, sha
 
 from keys import b64encode
@@ -52,6 +53,9 @@ def _lines() -> list[tuple[bytes, bytes]]:
 
 
 LINES = _lines()
+#: What damage puts in a line: JSON's punctuation, digits, hex, base64 and the
+#: letters of null and true, a space, a backslash, a NUL and a non-ASCII byte.
+ALPHABET = b'"{}[],:0123456789abcdefz-/=+ACQ AZnultrue\\\x00\xc3'
 
 
 def _entry_full(data: bytes) -> dict[str, Any] | None:
@@ -95,22 +99,6 @@ def test_valid_lines_of_plain_text_take_the_fast_path_with_the_full_parsers_fiel
     assert [_agree_evidence(ev) for _, ev in LINES] == taken
 
 
-def _damaged(data: bytes, rng: random.Random) -> bytes:
-    """One byte changed, inserted or removed, or a piece of the line repeated."""
-    i = rng.randrange(len(data))
-    alphabet = b'"{}[],:0123456789abcdefz-/=+ACQ AZnultrue\\\x00\xc3'
-    match rng.randrange(4):
-        case 0:
-            return data[:i] + bytes([rng.choice(alphabet)]) + data[i + 1:]
-        case 1:
-            return data[:i] + bytes([rng.choice(alphabet)]) + data[i:]
-        case 2:
-            return data[:i] + data[i + 1:]
-        case _:
-            j = rng.randrange(i, min(len(data), i + 40) + 1)
-            return data[:j] + data[i:j] + data[j:]
-
-
 @pytest.mark.parametrize("which", ["entry", "evidence"])
 def test_no_damaged_line_is_taken_unless_the_full_parser_takes_it_too(which: str) -> None:
     rng = random.Random(20261130)
@@ -119,7 +107,7 @@ def test_no_damaged_line_is_taken_unless_the_full_parser_takes_it_too(which: str
     for entry, ev in LINES:
         line = entry if which == "entry" else ev
         for _ in range(600):
-            taken += agree(_damaged(line, rng))
+            taken += agree(damaged(line, rng, ALPHABET))
     # Some damage leaves a valid line (another hash digit, another name): those are
     # taken, and agree; the rest fall through to the full parser, which refuses them.
     assert taken > 0
@@ -144,3 +132,16 @@ def test_lines_the_fast_path_refuses_to_judge_are_left_to_the_full_parser() -> N
         assert evidence_values(bad) is None
         with pytest.raises(EntryFormatError):
             Evidence.from_line(bad)
+
+
+def test_a_number_too_long_for_python_is_refused_as_a_line_not_of_its_form() -> None:
+    # Python converts at most 4,300 digits to an int; past that it raises a bare
+    # ValueError, which would have escaped readers as a crash.
+    entry, ev = LINES[0]
+    long_seq = b'"seq":' + b"1" * 5000
+    for bad, parse in ((entry.replace(b'"seq":0', long_seq), Entry.from_bytes),
+                       (entry.replace(b'"registry_version":7', b'"registry_version":'
+                                      + b"1" * 5000), Entry.from_bytes),
+                       (ev.replace(b'"seq":0', long_seq), Evidence.from_line)):
+        with pytest.raises(EntryFormatError):
+            parse(bad)  # type: ignore[operator]
