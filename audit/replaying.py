@@ -17,7 +17,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -267,16 +267,25 @@ class _Seen:
 
     __slots__ = ("_found",)
 
-    def __init__(self, entry: Entry, own: tuple[_Profile, ...] | None,
-                 answered: tuple[_Profile, ...] | None) -> None:
-        self._found: dict[str, tuple[_Profile, ...]] = {}
+    def __init__(self, found: dict[str, tuple[_Profile, ...]]) -> None:
+        self._found = found
+
+    @classmethod
+    def of(cls, entry: Entry, own: tuple[_Profile, ...] | None,
+           answered: tuple[_Profile, ...] | None) -> _Seen:
+        found: dict[str, tuple[_Profile, ...]] = {}
         if entry.in_reply_to is not None and answered:
-            self._found[entry.in_reply_to] = answered
+            found[entry.in_reply_to] = answered
         if entry.message_id is not None and own:
-            self._found[entry.message_id] = own
+            found[entry.message_id] = own
+        return cls(found)
 
     def find(self, message_id: str) -> list[LoggedMessage]:
         return [_logged(message_id, p) for p in self._found.get(message_id, ())]
+
+
+#: The view of an entry whose ids nothing before it was logged under (most of them).
+_NOTHING_BEFORE: Final = _Seen({})
 
 
 def _logged(message_id: str, p: _Profile) -> LoggedMessage:
@@ -289,11 +298,35 @@ def _logged(message_id: str, p: _Profile) -> LoggedMessage:
 
 #: Evidence that could not be read: the failure's message and line.
 _Gap = tuple[str, int]
-#: One item of replay work: the entry's line number and bytes, its evidence line (or
-#: why there is none), and the profiles logged before it under its own message id and
-#: under the one it answers.
-_Work = tuple[int, bytes, bytes | _Gap, tuple[_Profile, ...] | None,
-              tuple[_Profile, ...] | None]
+#: What an entry may look up: the profiles logged before it under its own message id
+#: and under the one it answers.
+_Lookups = tuple[tuple[_Profile, ...] | None, tuple[_Profile, ...] | None]
+
+
+@dataclass
+class _Chunk:
+    """Entries to replay, as they cross to a worker: the line number of the first, the
+    entry lines and the evidence lines each joined by newlines (one string each pickles
+    in a copy, where a thousand cost a thousand objects), and only for the entries
+    that have some, their evidence's gap and what they may look up, by index."""
+
+    first: int
+    entries: list[bytes] = field(default_factory=list)
+    evidence: list[bytes] = field(default_factory=list)
+    gaps: dict[int, _Gap] = field(default_factory=dict)
+    seen: dict[int, _Lookups] = field(default_factory=dict)
+
+    def __getstate__(self) -> object:
+        return (self.first, b"\n".join(self.entries), b"\n".join(self.evidence), self.gaps,
+                self.seen)
+
+    def __setstate__(self, state: tuple[int, bytes, bytes, dict[int, _Gap],
+                                        dict[int, _Lookups]]) -> None:
+        self.first, entries, evidence, self.gaps, self.seen = state
+        self.entries = entries.split(b"\n")
+        self.evidence = evidence.split(b"\n")
+
+
 #: What a chunk found: its mismatches, and the first entry line not of its form
 #: (its number and message), after which it stopped.
 _Found = tuple[list[Mismatch], _Gap | None]
@@ -305,24 +338,30 @@ def _worker_start(registry: Path, registry_key: bytes) -> None:
     _worker_directories = Directories(_file_loader(registry), registry_key)
 
 
-def _replay_in_worker(work: list[_Work]) -> _Found:
+def _replay_in_worker(chunk: _Chunk) -> _Found:
     """Replay a chunk in a worker process (see :func:`replay`)."""
     assert _worker_directories is not None
-    return _replay_chunk(work, _worker_directories)
+    return _replay_chunk(chunk, _worker_directories)
 
 
-def _replay_chunk(work: list[_Work], directories: Directories) -> _Found:
+def _replay_chunk(chunk: _Chunk, directories: Directories) -> _Found:
     out: list[Mismatch] = []
-    for n, raw, ev, own, answered in work:
+    evidence = iter(chunk.evidence)
+    for i, raw in enumerate(chunk.entries):
+        n = chunk.first + i
         try:
             entry = Entry.from_bytes(raw)
         except EntryFormatError as e:
             return out, (f"{e}; run verify", n)
-        if isinstance(ev, tuple):
+        gap = chunk.gaps.get(i)
+        if gap is not None:
             found: Mismatch | None = _unreplayable(
-                entry, Failure(ev[0], file=EVIDENCE, line=ev[1], seq=entry.seq))
+                entry, Failure(gap[0], file=EVIDENCE, line=gap[1], seq=entry.seq))
         else:
-            found = _replay_line(entry, ev, n, _Seen(entry, own, answered), directories)
+            seen = chunk.seen.get(i)
+            found = _replay_line(entry, next(evidence), n,
+                                 _NOTHING_BEFORE if seen is None else _Seen.of(entry, *seen),
+                                 directories)
         if found is not None:
             out.append(found)
     return out, None
@@ -429,7 +468,7 @@ def replay(directory: Path | str, *, registry_key: bytes | None = None,
                 message, line = failure
                 stop.in_chunk(Failure(message, file=ENTRIES, line=line, seq=line - 1))
 
-        def hand_over(chunk: list[_Work]) -> None:
+        def hand_over(chunk: _Chunk) -> None:
             if pool is None:
                 collect(_replay_chunk(chunk, directories))
                 return
@@ -452,13 +491,13 @@ def replay(directory: Path | str, *, registry_key: bytes | None = None,
     return out
 
 
-def _read(lines: LineReader, ev_lines: LineReader, hand_over: Callable[[list[_Work]], None],
+def _read(lines: LineReader, ev_lines: LineReader, hand_over: Callable[[_Chunk], None],
           stop: _Stop, progress: Progress | None, total: int) -> None:
     """Read entries.jsonl and evidence.jsonl in step and hand the work over in chunks,
     until the end or ``stop`` holds a failure (put there by a chunk, or here)."""
     history = _History()
     first = history.first
-    chunk: list[_Work] = []
+    chunk = _Chunk(1)
     while True:
         try:
             raw = lines.read()
@@ -476,26 +515,29 @@ def _read(lines: LineReader, ev_lines: LineReader, hand_over: Callable[[list[_Wo
         if seq != n - 1:
             stop.here(_entry_failure(lines, raw, f"seq {seq}; run verify"))
             break
-        ev: bytes | _Gap
+        i = len(chunk.entries)
+        chunk.entries.append(raw)
         try:
-            got = ev_lines.read()
-            ev = got if got is not None else (
-                "evidence.jsonl ends before entries.jsonl", ev_lines.line + 1)
+            ev = ev_lines.read()
+            if ev is None:
+                chunk.gaps[i] = ("evidence.jsonl ends before entries.jsonl", ev_lines.line + 1)
+            else:
+                chunk.evidence.append(ev)
         except Failure as f:
-            ev = (str(f), ev_lines.line)
-        chunk.append((n, raw, ev,
-                      history.seen(message_id) if message_id in first else None,
-                      history.seen(in_reply_to) if in_reply_to in first else None))
+            chunk.gaps[i] = (str(f), ev_lines.line)
+        if message_id in first or in_reply_to in first:
+            chunk.seen[i] = (history.seen(message_id) if message_id in first else None,
+                             history.seen(in_reply_to) if in_reply_to in first else None)
         if message_id is not None and not history.add(message_id, profile):
             stop.here(_entry_failure(lines, raw, "entry: not in canonical form; run verify"))
             break
-        if len(chunk) >= CHUNK:
+        if i + 1 >= CHUNK:
             hand_over(chunk)
-            chunk = []
+            chunk = _Chunk(n + 1)
             if stop.first is not None:
                 return
         if progress is not None and n % PROGRESS_EVERY == 0:
             progress(n, lines.bytes_read, total)
-    if chunk:
+    if chunk.entries:
         # Lines before a failure found here may hold an earlier one.
         hand_over(chunk)
