@@ -36,8 +36,10 @@ _CHUNK: Final = 1 << 20
 
 def fetch_export(base_url: str, token: str, out_dir: Path | str, *, log_key: NoteVerifier,
                  registry_key: bytes, timeout: float = 60.0,
-                 progress: Callable[[int, int], None] | None = None) -> ExportSummary:
-    """Fetch ``base_url``'s export into ``out_dir`` (absent or empty), checked.
+                 progress: Callable[[int, int], None] | None = None,
+                 evidence: bool = True) -> ExportSummary:
+    """Fetch ``base_url``'s export into ``out_dir`` (absent or empty), checked; without
+    ``evidence``, an export without evidence.jsonl (it verifies but cannot be replayed).
 
     Raises:
         AuditError: the server refuses or cannot be reached, the tar holds anything but
@@ -51,8 +53,9 @@ def fetch_export(base_url: str, token: str, out_dir: Path | str, *, log_key: Not
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         tar_path = work / "export.tar"
-        _download(base_url.rstrip("/") + "/api/v1/export.tar", token, tar_path, timeout,
-                  progress)
+        query = "" if evidence else "?evidence=no"
+        _download(base_url.rstrip("/") + "/api/v1/export.tar" + query, token, tar_path,
+                  timeout, progress)
         root = _unpack(tar_path, work / "x")
         tar_path.unlink()
         _check_registry(root, registry_key)

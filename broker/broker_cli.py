@@ -375,7 +375,13 @@ def config_command(home: Path | None, amqp_urls: tuple[str, ...], management_url
               default=None, help="A file holding the log database's URL (overrides HOME's "
               "configuration; $INFOSHARE_DATABASE_URL overrides both).")
 @token_file_option
-@click.option("--batch-size", default=200, show_default=True, type=click.IntRange(1, 5000))
+@click.option("--batch-size", default=200, show_default=True, type=click.IntRange(1, 5000),
+              help="Most messages decided and logged in one commit.")
+@click.option("--batch-delay", default=0.005, show_default=True,
+              type=click.FloatRange(0, 10), metavar="SECONDS",
+              help="Least time between two batches: under load a longer delay makes "
+              "batches larger and each commit serve more messages; a message reaching an "
+              "idle router never waits for it.")
 @click.option("--health-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A file touched every second while the router consumes (for health "
               "checks: healthy while it is fresh).")
@@ -383,7 +389,8 @@ def config_command(home: Path | None, amqp_urls: tuple[str, ...], management_url
               type=click.FloatRange(min=0), metavar="SECONDS",
               help="Wait up to this long for RabbitMQ and the registry to answer at start.")
 def run_command(home: Path | None, database_url_file: Path | None, token_file: Path | None,
-                batch_size: int, health_file: Path | None, wait_seconds: float) -> None:
+                batch_size: int, batch_delay: float, health_file: Path | None,
+                wait_seconds: float) -> None:
     """Route envelopes until SIGTERM: decide, log, deliver, notify, ack."""
     config = _run(lambda: load(_home(home)))
     # Whatever the router creates (the log's files) is for this user alone.
@@ -402,7 +409,8 @@ def run_command(home: Path | None, database_url_file: Path | None, token_file: P
         url, signer=NoteSigner(config.origin, broker_key), origin=config.origin))
     router = _run(lambda: Router(
         amqp_url=urls, tls_ca=config.tls_ca, transfer_log=transfer_log, directory=holder,
-        broker_key=broker_key, batch_size=batch_size, health_file=health_file))
+        broker_key=broker_key, batch_size=batch_size, batch_delay=batch_delay,
+        health_file=health_file))
     router.install_signal_handlers()
     click.echo(f"routing with directory version {holder.current.version}; "
                f"log size {transfer_log.size()}", err=True)

@@ -74,6 +74,15 @@ class ConsistencyArgs(Schema):
                metadata={"description": "default: the newest checkpoint's size"})
 
 
+class ExportArgs(Schema):
+    class Meta:
+        unknown = RAISE
+
+    evidence = fields.String(validate=validate.OneOf(["yes", "no"]), metadata={
+        "description": "no: leave evidence.jsonl out (verify needs only the rest; replay "
+        "needs it). Default yes."})
+
+
 class ConsistencyAnswerSchema(CheckpointedSchema):
     old = fields.Integer(required=True, strict=True)
     new = fields.Integer(required=True, strict=True)
@@ -193,8 +202,12 @@ def _root(tree: Any, size: int) -> bytes:
 def export() -> Response:
     """The export (docs/export-format.md) of what the newest checkpoint covers, as a tar."""
     reader = bearer_reader()
+    try:
+        args = ExportArgs().load(request.args.to_dict())
+    except ValidationError as e:
+        return _error(422, "the query is not valid", e.messages)
     site().follow()
-    stream, name, length = export_tar(site(), reader)
+    stream, name, length = export_tar(site(), reader, evidence=args.get("evidence") != "no")
     r = Response(stream_with_context(stream), content_type="application/x-tar")
     r.headers["Content-Length"] = str(length)
     r.headers["Content-Disposition"] = f'attachment; filename="{name}"'
@@ -254,7 +267,10 @@ def openapi_document() -> dict[str, Any]:
     spec.path(path="/api/v1/export.tar", operations={"get": {
         "operationId": "export", "summary": "The export of what the newest checkpoint "
         "covers, as a tar (docs/export-format.md)", "security": [{"bearer": []}],
+        "parameters": [{"in": "query", "schema": ExportArgs}],
         "responses": {"200": {"description": "a tar stream", "content": {
             "application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},
+            "422": {"description": "a query that is not valid",
+                    "content": {"application/json": {"schema": LogErrorSchema}}},
             **errors}}})
     return spec.to_dict()

@@ -49,8 +49,10 @@ def _padding(size: int) -> bytes:
     return b"\0" * (-size % _BLOCK)
 
 
-def export_tar(site: LogSite, reader: Reader) -> tuple[Iterator[bytes], str, int]:
-    """The tar stream, a file name for it and its length in bytes.
+def export_tar(site: LogSite, reader: Reader, *, evidence: bool = True
+               ) -> tuple[Iterator[bytes], str, int]:
+    """The tar stream, a file name for it and its length in bytes; without ``evidence``,
+    without evidence.jsonl (wire spec 6.4 makes it optional).
 
     Raises (as HTTP answers, before the stream starts):
         404: no verified checkpoint yet. 503: a registry directory cannot be had.
@@ -106,14 +108,15 @@ def export_tar(site: LogSite, reader: Reader) -> tuple[Iterator[bytes], str, int
     # Known before the first byte, so a client can show how far it has come.
     length = (sum(map(len, head)) + entries_size + len(_padding(entries_size))
               + sum(map(len, tail)))
-    if state.evidence:
+    with_evidence = evidence and state.evidence
+    if with_evidence:
         length += len(evidence_head) + evidence_size + len(_padding(evidence_size))
 
     def stream() -> Iterator[bytes]:
         yield from head
         yield from lines("body")
         yield _padding(entries_size)
-        if state.evidence:
+        if with_evidence:
             yield evidence_head
             yield from lines("evidence")
             yield _padding(evidence_size)

@@ -13,7 +13,8 @@ Prints, each against a baseline measured in the same run:
    messages/s, their ratio, and CPU microseconds per message of the worker or
    router process and of the RabbitMQ node, from ``/proc``;
 2. **latency**: submit-to-inbox p50/p99/p99.9 with the SDK publishing at an
-   offered 200 and 1,000 messages/s;
+   offered 200 and 1,000 messages/s, each after the raw hop's at the same rate
+   (a publisher waiting for each confirm as the SDK does), its floor;
 3. **two routers**: 1 and 2 in the same run, sharing one PostgreSQL log;
 4. **audit**: verify and replay against reading and hashing each line, with
    each run's peak memory (a process of its own each, so the figures are
@@ -257,9 +258,8 @@ def _raw_worker_process(url: str, ready: Any) -> None:
     def on_message(ch: pika.channel.Channel, method: pika.spec.Basic.Deliver,
                    props: pika.spec.BasicProperties, body: bytes) -> None:
         nonlocal tag
-        ch.basic_publish("", RAW_OUT, body, pika.BasicProperties(delivery_mode=2,
-                                                                  type="envelope"),
-                         mandatory=True)
+        ch.basic_publish("", RAW_OUT, body, pika.BasicProperties(
+            delivery_mode=2, type="envelope", message_id=props.message_id), mandatory=True)
         tag += 1
         awaiting[tag] = method.delivery_tag
 
@@ -377,8 +377,8 @@ def send_all(client: AgencyClient, envelopes: Sequence[Any]) -> None:
 
 
 def bench_hop(w: World, n: int, record_bytes: int, routers: int = 1,
-              log_url: str | None = None) -> tuple[Drain, Drain]:
-    client = sdk(w, f"hop-{record_bytes}-{routers}")
+              log_url: str | None = None, round_: int = 0) -> tuple[Drain, Drain]:
+    client = sdk(w, f"hop-{record_bytes}-{routers}-{round_}")
     envelopes = prepared(w, client, n, record_bytes)
     fill_raw(w, [body for body, _ in envelopes])
     raw = drain(w, n, w.guest_url, RAW_OUT, [(_raw_worker_process, (w.guest_url,))])
@@ -395,11 +395,77 @@ def bench_hop(w: World, n: int, record_bytes: int, routers: int = 1,
 # --- 2. latency -----------------------------------------------------------------------------
 
 
+def paced(rate: float, n: int, offset: int = 0, every: int = 1) -> Iterator[int]:
+    """``0..n-1``, each yielded at its time for an offered ``rate`` (item ``i`` at
+    ``(i * every + offset) / rate`` seconds from the start)."""
+    t0 = time.monotonic()
+    for i in range(n):
+        target = t0 + (i * every + offset) / rate
+        while (now := time.monotonic()) < target:
+            time.sleep(min(0.002, target - now))
+        yield i
+
+
+def _latencies(sent: dict[str, float], got: dict[str, float]) -> list[float]:
+    return [(got[m] - sent[m]) * 1000 for m in sent if m in got]
+
+
+def bench_raw_latency(w: World, rate: float, seconds: float) -> tuple[list[float], float]:
+    """The raw hop at an offered ``rate``: publishers each waiting for their confirms, as
+    the SDK does (as many as the full path's), the forwarding worker, a consumer; the
+    floor of the full path's latency."""
+    senders = _senders(rate)
+    total = max(20, int(rate * seconds)) // senders * senders
+    fill_raw(w, [])
+    arrivals = CTX.Queue()
+    sent: dict[str, float] = {}
+    body = b"x" * 1400  # about an envelope of a 1 KiB record
+    with contextlib.ExitStack() as stack:
+        _, ready = stack.enter_context(process(_raw_worker_process, w.guest_url))
+        ready.wait(60)
+        _, c_ready = stack.enter_context(process(
+            _consumer_process, w.guest_url, RAW_OUT, total, arrivals))
+        c_ready.wait(60)
+        t0 = time.monotonic()
+
+        def send(offset: int) -> None:
+            conn = BlockingConnection(pika.URLParameters(w.guest_url))
+            ch = conn.channel()
+            ch.confirm_delivery()
+            for i in paced(rate, total // senders, offset, senders):
+                mid = f"raw-{rate:.0f}-{offset}-{i}"
+                sent[mid] = time.monotonic()
+                ch.basic_publish("", RAW_IN, body, pika.BasicProperties(
+                    delivery_mode=2, type="envelope", message_id=mid))
+            conn.close()
+
+        achieved = in_threads(send, senders, sent, t0)
+        got = arrivals.get(timeout=300)
+    purge(w)
+    return _latencies(sent, got), achieved
+
+
+def in_threads(send: Callable[[int], None], senders: int, sent: dict[str, float],
+               t0: float) -> float:
+    """Run ``send(0)``... ``send(senders - 1)`` side by side; the rate they achieved
+    together, from ``t0`` to the last send."""
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(sent) / (max(sent.values()) - t0)
+
+
+def _senders(rate: float) -> int:
+    return max(1, int(rate // 250))  # one SDK publisher keeps up with about 400/s here
+
+
 def bench_latency(w: World, rate: float, seconds: float, log_url: str,
                   routers: int = 1) -> tuple[list[float], float]:
     """Submit-to-inbox latencies in ms at an offered ``rate``, and the rate achieved."""
     total = max(20, int(rate * seconds))
-    senders = max(1, int(rate // 250))  # one SDK publisher keeps up with about 400/s here
+    senders = _senders(rate)
     clients = [sdk(w, f"lat-{rate}-{routers}-{i}") for i in range(senders)]
     envelopes = [prepared(w, c, total // senders, 1024) for c in clients]
     total = sum(len(e) for e in envelopes)
@@ -416,24 +482,16 @@ def bench_latency(w: World, rate: float, seconds: float, log_url: str,
         t0 = time.monotonic()
 
         def send(client: AgencyClient, mine: Sequence[Any], offset: int) -> None:
-            for i, (body, env) in enumerate(mine):
-                target = t0 + (i * senders + offset) / rate
-                while (now := time.monotonic()) < target:
-                    time.sleep(min(0.002, target - now))
+            for i in paced(rate, len(mine), offset, senders):
+                body, env = mine[i]
                 sent[env.header.message_id] = time.monotonic()
                 client.publish(body, env)
 
-        threads = [threading.Thread(target=send, args=(c, e, i))
-                   for i, (c, e) in enumerate(zip(clients, envelopes, strict=True))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        achieved = total / (max(sent.values()) - t0)
+        achieved = in_threads(lambda i: send(clients[i], envelopes[i], i), senders, sent, t0)
         got = arrivals.get(timeout=300)
     for c in clients:
         c.close()
-    return [(got[m] - sent[m]) * 1000 for m in sent if m in got], achieved
+    return _latencies(sent, got), achieved
 
 
 # --- 4. audit -------------------------------------------------------------------------------
@@ -650,13 +708,21 @@ def latency_line(label: str, lat: list[float], achieved: float) -> str:
 
 
 def run_hop(w: World, args: argparse.Namespace) -> None:
+    # Raw and full alternate, round after round: the raw hop alone moves by a factor of
+    # two from minute to minute on a shared machine, and the ratio with it.
     for size, n in ((1024, args.messages), (65536, args.large_messages)):
-        raw, full = bench_hop(w, n, size)
-        print(hop_line(f"hop {size // 1024} KiB x {n:,}", raw, full), flush=True)
+        rounds = [bench_hop(w, n, size, round_=r) for r in range(args.rounds)]
+        rounds.sort(key=lambda rf: rf[1].rate / rf[0].rate)
+        raw, full = rounds[len(rounds) // 2]
+        ratios = ", ".join(f"{f.rate / r.rate:.2f}" for r, f in rounds)
+        print(hop_line(f"hop {size // 1024} KiB x {n:,}", raw, full)
+              + f"  (median of {len(rounds)} rounds: {ratios})", flush=True)
 
 
 def run_latency(w: World, args: argparse.Namespace) -> None:
     for rate in (200.0, 1000.0):
+        lat, achieved = bench_raw_latency(w, rate, args.seconds)
+        print(latency_line(f"raw hop at {rate:,.0f}/s", lat, achieved), flush=True)
         lat, achieved = bench_latency(w, rate, args.seconds,
                                       f"sqlite:///{w.work / f'lat-{rate:.0f}.db'}")
         print(latency_line(f"latency at {rate:,.0f}/s", lat, achieved), flush=True)
@@ -704,6 +770,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=5000, help="per throughput run at 1 KiB")
     ap.add_argument("--large-messages", type=int, default=1000, help="at 64 KiB")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="hop runs, raw and full alternating; the median ratio is shown")
     ap.add_argument("--seconds", type=float, default=10.0, help="per latency run")
     ap.add_argument("--entries", type=int, default=1_000_000, help="verify's log")
     ap.add_argument("--replay-entries", type=int, default=50_000)
@@ -716,7 +784,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--tiny", action="store_true", help="every size small: a smoke run")
     args = ap.parse_args(argv)
     if args.tiny:
-        args.messages, args.large_messages, args.seconds = 40, 10, 0.2
+        args.messages, args.large_messages, args.seconds, args.rounds = 40, 10, 0.2, 1
         args.entries, args.replay_entries, args.log_entries = 3000, 300, 3000
         args.gateway = (2, 2)
     only = set(args.only or SECTIONS)

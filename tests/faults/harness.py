@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -312,11 +312,11 @@ class Scenario:
 
     # --- routers ----------------------------------------------------------------------
 
-    def start_router(self, *, env: dict[str, str] | None = None, ready: bool = True
-                     ) -> Router:
+    def start_router(self, *, env: dict[str, str] | None = None, ready: bool = True,
+                     args: Sequence[str] = ()) -> Router:
         name = self._next("router")
         router = Router(name, [sys.executable, "-m", "infoshare.cli", "-v", "broker", "run",
-                               "--home", str(self.home)],
+                               "--home", str(self.home), *args],
                         self.root / f"{name}.log",
                         {"INFOSHARE_PASSPHRASE": PASSPHRASE, **(env or {})})
         self.routers.append(router)

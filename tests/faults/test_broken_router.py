@@ -38,7 +38,10 @@ def test_a_router_that_acks_before_its_log_commit_is_caught(
         senders = [s.start_sender(unit, MESSAGES // len(SENDERS)) for unit in SENDERS]
         wait_for("a backlog", lambda: not any(p.alive for p in senders), 60)
         for _ in range(ATTEMPTS):
-            broken = s.start_router(env={FAULT_ENV: "ack_before_commit"}, ready=False)
+            # Half a second between its batches: what it acks meanwhile is logged only
+            # at the next one, so a kill lands between the two.
+            broken = s.start_router(env={FAULT_ENV: "ack_before_commit"}, ready=False,
+                                    args=("--batch-delay", "0.5"))
             # Killed as it works: it has acked what it took, and logged only some of it.
             s.wait_log_grows(by=1)
             broken.kill()

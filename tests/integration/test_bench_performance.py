@@ -24,7 +24,8 @@ def test_every_section_of_the_benchmark_runs_with_tiny_sizes() -> None:
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
-    for expected in ("hop 1 KiB", "hop 64 KiB", "latency at 200/s", "latency at 1,000/s",
+    for expected in ("hop 1 KiB", "hop 64 KiB", "raw hop at 200/s", "latency at 200/s",
+                     "raw hop at 1,000/s", "latency at 1,000/s",
                      "1 router(s), PostgreSQL", "2 router(s), PostgreSQL", "gateway submit",
                      "verify", "replay", "export size per entry", "inclusion proof",
                      "done in"):

@@ -201,7 +201,8 @@ class RegistryFeed:
 @contextmanager
 def running_world(*, management_url: str, amqp_base: str, wy_protocol: ProtocolFile,
                   credentials: Credentials, vhost: str, log_path: Path,
-                  registry: RegistryFeed | None = None) -> Iterator[World]:
+                  registry: RegistryFeed | None = None,
+                  batch_delay: float = 0.005) -> Iterator[World]:
     """Provision ``vhost``, start a router on a log at ``log_path``; stop it on exit.
 
     The router's directory is made here (tests may swap it), or with ``registry``
@@ -222,7 +223,7 @@ def running_world(*, management_url: str, amqp_base: str, wy_protocol: ProtocolF
     router = Router(amqp_url=amqp_url_for(amqp_base, "infoshare-broker",
                                           credentials.password("infoshare-broker"), vhost),
                     transfer_log=log, directory=DirectoryHolder(fetch),
-                    broker_key=broker_key, directory_refresh=0.2)
+                    broker_key=broker_key, directory_refresh=0.2, batch_delay=batch_delay)
     w = World(source, keys, manager, broker_key, credentials, amqp_base, log, router, vhost)
     thread = threading.Thread(target=router.run, daemon=True)
     thread.start()

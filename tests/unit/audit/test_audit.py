@@ -597,6 +597,15 @@ def test_cli_export_fetches_directories_from_the_registry(built: Built,
                                   "INFOSHARE_TOKEN": _Registry.token})
         assert done.exit_code == 0, done.output
         assert verify(tmp_path / "x", log_key=SIGNER.verifier).ok
+        slim = runner.invoke(infoshare_main, [
+            "audit", "export", str(tmp_path / "slim"), "--log", db, "--registry", registry,
+            "--registry-key", str(key_pub), "--log-key", SIGNER.verifier.line(),
+            "--without-evidence"], env={"INFOSHARE_TOKEN": _Registry.token})
+        assert slim.exit_code == 0, slim.output
+        assert (tmp_path / "x" / "evidence.jsonl").is_file()
+        assert not (tmp_path / "slim" / "evidence.jsonl").exists()
+        slim_result = verify(tmp_path / "slim", log_key=SIGNER.verifier)
+        assert slim_result.ok and not slim_result.evidence
         nameless = runner.invoke(infoshare_main, [*args, "--key-file", str(key_file)],
                                  env={"INFOSHARE_TOKEN": _Registry.token})
         assert nameless.exit_code == 2 and "--key-file needs --origin" in nameless.output

@@ -189,25 +189,43 @@ def test_the_served_export_verifies_by_the_spec_alone(live: FlaskClient, grown: 
     assert r.status_code == 503
 
 
+def _served_tar(client: FlaskClient, query: str, into: Path) -> Path:
+    """The export that ``/api/v1/export.tar?query`` serves, unpacked into ``into``."""
+    r = client.get(f"/api/v1/export.tar{query}", headers=AUTH)
+    assert r.status_code == 200
+    data = r.get_data()
+    assert int(r.headers["Content-Length"]) == len(data)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(into, filter="data")
+    (out,) = into.iterdir()
+    return out
+
+
 def test_the_tar_export_of_a_served_log(built: Built, tmp_path: Path) -> None:
     docs = built.directories
     site = LogSite(index=LogIndex(tmp_path / "i.sqlite", SIGNER.verifier),
                    auth=LocalToken(TOKEN), live=built.log, registry_key=built.w.registry.public,
                    fetch_directory=lambda v, _reader: docs[v])
     build(site)
-    r = _app(site).test_client().get("/api/v1/export.tar", headers=AUTH)
-    assert r.status_code == 200
-    data = r.get_data()
-    assert int(r.headers["Content-Length"]) == len(data)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(tmp_path / "x", filter="data")
-    (out,) = (tmp_path / "x").iterdir()
+    client = _app(site).test_client()
+    out = _served_tar(client, "", tmp_path / "x")
     counts = spec_verifier.verify_export(str(out), name=SIGNER.verifier.name,
                                          public_key=SIGNER.pair.public)
     assert counts["entries"] == built.log.size() and counts["evidence"] == counts["entries"]
     assert verify(out, log_key=SIGNER.verifier).ok
     assert sorted(p.name for p in (out / "registry").iterdir()) == [
         "directory-7.json", "directory-8.json", "registry-key.pub"]
+
+    slim = _served_tar(client, "?evidence=no", tmp_path / "slim")
+    assert not (slim / "evidence.jsonl").exists()
+    assert spec_verifier.verify_export(str(slim), name=SIGNER.verifier.name,
+                                       public_key=SIGNER.pair.public)["evidence"] == 0
+    assert verify(slim, log_key=SIGNER.verifier).ok
+
+    for query in ("evidence=maybe", "evidence=yes&extra=1"):
+        r = client.get(f"/api/v1/export.tar?{query}", headers=AUTH)
+        assert r.status_code == 422 and r.json is not None
+        assert r.json["message"].startswith("the query is not valid: ")
 
 
 # --- pages ------------------------------------------------------------------------------
