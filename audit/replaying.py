@@ -8,13 +8,17 @@ cannot be re-run is a mismatch, never a silent pass. Replay needs
 
 from __future__ import annotations
 
+import binascii
 import contextlib
+import functools
 import multiprocessing
 import os
+import re
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -32,17 +36,16 @@ from audit.export_dir import (
     check_evidence,
     directory_file,
     outcome,
-    read_entries,
 )
 from keys import (
     KeyId,
     KeysError,
-    b64decode,
     parse_public_key_text,
 )
-from protocols.envelope import EnvelopeRefused, header_codes, parse_header
-from protocols.log_format import Entry, Evidence
-from protocols.model import Signature, Submission
+from protocols.directory import parse_time
+from protocols.envelope import EnvelopeRefused, parse_header
+from protocols.log_format import Entry, EntryFormatError, Evidence
+from protocols.model import Header, MessageId, Signature, Submission
 from protocols.policy import Decision, LoggedMessage, LogView, decide
 
 
@@ -62,43 +65,36 @@ class Mismatch:
                 f"{got}: {self.detail}")
 
 
-class _History:
-    """The entries before the one being replayed, by message id (a ``policy.LogView``)."""
-
-    def __init__(self) -> None:
-        self._by_id: dict[str, list[LoggedMessage]] = {}
-        self._strings: dict[str, str] = {}
-
-    def _s(self, value: str | None) -> str | None:
-        # Senders, purposes and codes repeat on every entry: keep one copy each.
-        return None if value is None else self._strings.setdefault(value, value)
-
-    def add(self, e: Entry) -> None:
-        if e.message_id is None:
-            return
-        m = e.logged()
-        self._by_id.setdefault(e.message_id, []).append(LoggedMessage(
-            message_id=m.message_id, header_sha256=None, kind=m.kind,
-            decision=self._s(m.decision) or "", reason=self._s(m.reason),
-            protocol=self._s(m.protocol), purpose=self._s(m.purpose),
-            sender=self._s(m.sender), recipient=self._s(m.recipient)))
-
-    def find(self, message_id: str) -> list[LoggedMessage]:
-        return self._by_id.get(message_id, [])
-
-
 _HEADER_FIELDS: Final = ("message_id", "kind", "protocol", "purpose", "sender", "recipient",
                          "in_reply_to", "consent", "subject_informed", "data_categories")
 
 
 def _signatures(raw: list[dict[str, str]]) -> tuple[Signature, ...] | None:
+    # An Evidence holds only canonical base64 of 64 bytes (its checks, or the grammar's),
+    # so the plain decoder gives what the strict one would.
     out = []
     for s in raw:
         try:
-            out.append(Signature(key=KeyId(s["key"]), sig=b64decode(s["sig"])))
-        except (KeyError, KeysError):
+            out.append(Signature(key=KeyId(s["key"]), sig=binascii.a2b_base64(s["sig"])))
+        except (KeyError, binascii.Error):
             return None
     return tuple(out)
+
+
+def _differing(entry: Entry, h: Header) -> list[str]:
+    """The fields an entry takes from its header that differ from ``h``'s."""
+    consent = None if h.consent is None else {"status": h.consent.status,
+                                              "ground": h.consent.ground}
+    view = (h.message_id, h.kind, h.protocol, h.purpose, h.sender, h.recipient,
+            h.in_reply_to, consent, h.subject_informed, list(h.data_categories))
+    return [name for name, value in zip(_HEADER_FIELDS, view, strict=True)
+            if getattr(entry, name) != value]
+
+
+@functools.lru_cache(maxsize=1024)
+def _time(at: str) -> datetime:
+    # The entries of one second share it; ``Entry.time`` builds it each time.
+    return parse_time(at)
 
 
 #: ``at`` has whole seconds; the router decided at some instant within that second.
@@ -139,8 +135,7 @@ def replay_one(entry: Entry, ev: Evidence, history: LogView,
         # A header the router logged passed check 1; one that does not parse now
         # cannot have decided anything but a check-1 refusal, which logs none (6.1).
         return mismatch("the header in the evidence cannot be read", f"refused ({e.reason})")
-    view = header_codes(header)
-    differ = [name for name in _HEADER_FIELDS if getattr(entry, name) != view[name]]
+    differ = _differing(entry, header)
     if differ:
         return mismatch(f"the entry's {', '.join(differ)} differ from its header")
     sigs = _signatures(ev.signatures or [])
@@ -157,7 +152,7 @@ def replay_one(entry: Entry, ev: Evidence, history: LogView,
     sub = Submission(header=header, header_bytes=ev.header, signatures=sigs,
                      user_id=ev.publisher, payload_sha256=entry.payload_sha256,
                      payload_length=header.payload.length)
-    now = entry.time
+    now = _time(entry.at)
     got = decide(sub, directory, history, now)
     if _matches(got, entry):
         return None
@@ -181,6 +176,90 @@ def _matches(d: Decision, e: Entry) -> bool:
 CHUNK: Final = 1000
 _AHEAD: Final = 4
 
+#: What the policy sees of an earlier entry but its message id: ``kind, decision, reason,
+#: protocol, purpose, sender, recipient`` (a ``LoggedMessage`` without its id). One tuple
+#: per distinct combination, shared by every entry that has it.
+_Profile = tuple[str | None, ...]
+
+#: The profile's part of an entry line (``"kind":...,"recipient":...``), as 6.1 orders it.
+_PROFILE: Final = re.compile(
+    rb'"kind":(?:null|"([^"\\]*)"),"decision":"([^"\\]*)","reason":(?:null|"([^"\\]*)"),'
+    rb'"protocol":(?:null|"([^"\\]*)"),"purpose":(?:null|"([^"\\]*)"),'
+    rb'"sender":(?:null|"([^"\\]*)"),"recipient":(?:null|"([^"\\]*)")')
+_UUID_CHARS: Final = 36
+
+
+def _ids(raw: bytes) -> tuple[int, bytes | None, bytes, bytes | None] | None:
+    """``seq``, ``message_id``, the profile's text and ``in_reply_to`` of an entry line
+    read by their places in the canonical form, or None for a line not of its shape.
+
+    A canonical line always gives its own values: ``at`` is 20 characters, a
+    message id 36, and no value before ``in_reply_to`` can hold a quote. What
+    this takes is not yet known to be canonical; the worker that replays the
+    line parses it in full, and a line that is not stops the replay before
+    anything that saw it counts. Slicing is a fraction of a regular expression's
+    cost, and this runs for every line, in the process every worker waits on.
+    """
+    comma = raw.find(b",", 7, 27)
+    if comma < 0 or not raw.startswith(b'{"seq":'):
+        return None
+    digits = raw[7:comma]
+    at = comma + 7
+    if not digits.isdigit() or raw[comma:at] != b',"at":"' or (
+            raw[at + 20:at + 35] != b'","message_id":'):
+        return None
+    message_id, p = _id_at(raw, at + 35)
+    if not raw.startswith(b',"kind":', p):
+        return None
+    end = raw.find(b',"in_reply_to":', p)
+    if end < 0:
+        return None
+    in_reply_to, q = _id_at(raw, end + 15)
+    if q < 0 or raw[q:q + 1] != b",":
+        return None
+    return int(digits), message_id, raw[p + 1:end], in_reply_to
+
+
+def _id_at(raw: bytes, i: int) -> tuple[bytes | None, int]:
+    """The id or null at ``i`` and where it ends; -1 for neither."""
+    if raw.startswith(b"null", i):
+        return None, i + 4
+    j = i + _UUID_CHARS + 1
+    if raw[i:i + 1] == b'"' and raw[j:j + 1] == b'"':
+        return raw[i + 1:j], j + 1
+    return None, -1
+
+
+class _History:
+    """The entries before the one being read, by message id, as profiles: the whole log's
+    message ids, so kept small (the id's bytes and a shared tuple each)."""
+
+    def __init__(self) -> None:
+        self.first: dict[bytes, _Profile] = {}
+        #: The second and later entries of an id (a duplicate, a refused copy...).
+        self._more: dict[bytes, tuple[_Profile, ...]] = {}
+        self._profiles: dict[bytes, _Profile] = {}
+
+    def seen(self, message_id: bytes) -> tuple[_Profile, ...]:
+        """The profiles logged under ``message_id``, which ``first`` holds."""
+        return (self.first[message_id], *self._more.get(message_id, ()))
+
+    def add(self, message_id: bytes, text: bytes) -> bool:
+        """Add an entry of ``message_id`` and profile ``text``; False if ``text`` is not
+        of the profile's form (so neither is the entry)."""
+        profile = self._profiles.get(text)
+        if profile is None:
+            m = _PROFILE.fullmatch(text)
+            if m is None:
+                return False
+            profile = self._profiles.setdefault(text, tuple(
+                None if v is None else v.decode("ascii", "replace") for v in m.groups()))
+        if message_id in self.first:
+            self._more[message_id] = (*self._more.get(message_id, ()), profile)
+        else:
+            self.first[message_id] = profile
+        return True
+
 
 class _Seen:
     """What a worker needs of the history for one entry: the logged messages of its
@@ -188,15 +267,69 @@ class _Seen:
 
     __slots__ = ("_found",)
 
-    def __init__(self, found: dict[str, list[LoggedMessage]]) -> None:
+    def __init__(self, found: dict[str, tuple[_Profile, ...]]) -> None:
         self._found = found
 
+    @classmethod
+    def of(cls, entry: Entry, own: tuple[_Profile, ...] | None,
+           answered: tuple[_Profile, ...] | None) -> _Seen:
+        found: dict[str, tuple[_Profile, ...]] = {}
+        if entry.in_reply_to is not None and answered:
+            found[entry.in_reply_to] = answered
+        if entry.message_id is not None and own:
+            found[entry.message_id] = own
+        return cls(found)
+
     def find(self, message_id: str) -> list[LoggedMessage]:
-        return self._found.get(message_id, [])
+        return [_logged(message_id, p) for p in self._found.get(message_id, ())]
 
 
-#: One item of replay work: an entry, its evidence line and number, and what it may see.
-_Work = tuple[Entry, bytes, int, dict[str, list[LoggedMessage]]]
+#: The view of an entry whose ids nothing before it was logged under (most of them).
+_NOTHING_BEFORE: Final = _Seen({})
+
+
+def _logged(message_id: str, p: _Profile) -> LoggedMessage:
+    kind, decision, reason, protocol, purpose, sender, recipient = p
+    return LoggedMessage(message_id=MessageId(message_id), header_sha256=None,
+                         kind=kind,  # type: ignore[arg-type]  # the entry's, checked
+                         decision=decision or "", reason=reason, protocol=protocol,
+                         purpose=purpose, sender=sender, recipient=recipient)
+
+
+#: Evidence that could not be read: the failure's message and line.
+_Gap = tuple[str, int]
+#: What an entry may look up: the profiles logged before it under its own message id
+#: and under the one it answers.
+_Lookups = tuple[tuple[_Profile, ...] | None, tuple[_Profile, ...] | None]
+
+
+@dataclass
+class _Chunk:
+    """Entries to replay, as they cross to a worker: the line number of the first, the
+    entry lines and the evidence lines each joined by newlines (one string each pickles
+    in a copy, where a thousand cost a thousand objects), and only for the entries
+    that have some, their evidence's gap and what they may look up, by index."""
+
+    first: int
+    entries: list[bytes] = field(default_factory=list)
+    evidence: list[bytes] = field(default_factory=list)
+    gaps: dict[int, _Gap] = field(default_factory=dict)
+    seen: dict[int, _Lookups] = field(default_factory=dict)
+
+    def __getstate__(self) -> object:
+        return (self.first, b"\n".join(self.entries), b"\n".join(self.evidence), self.gaps,
+                self.seen)
+
+    def __setstate__(self, state: tuple[int, bytes, bytes, dict[int, _Gap],
+                                        dict[int, _Lookups]]) -> None:
+        self.first, entries, evidence, self.gaps, self.seen = state
+        self.entries = entries.split(b"\n")
+        self.evidence = evidence.split(b"\n")
+
+
+#: What a chunk found: its mismatches, and the first entry line not of its form
+#: (its number and message), after which it stopped.
+_Found = tuple[list[Mismatch], _Gap | None]
 _worker_directories: Directories | None = None
 
 
@@ -205,15 +338,33 @@ def _worker_start(registry: Path, registry_key: bytes) -> None:
     _worker_directories = Directories(_file_loader(registry), registry_key)
 
 
-def _replay_chunk(work: list[_Work]) -> list[Mismatch]:
-    """Replay entries in a worker process (see :func:`replay`)."""
+def _replay_in_worker(chunk: _Chunk) -> _Found:
+    """Replay a chunk in a worker process (see :func:`replay`)."""
     assert _worker_directories is not None
-    out = []
-    for entry, raw, line, seen in work:
-        found = _replay_line(entry, raw, line, _Seen(seen), _worker_directories)
+    return _replay_chunk(chunk, _worker_directories)
+
+
+def _replay_chunk(chunk: _Chunk, directories: Directories) -> _Found:
+    out: list[Mismatch] = []
+    evidence = iter(chunk.evidence)
+    for i, raw in enumerate(chunk.entries):
+        n = chunk.first + i
+        try:
+            entry = Entry.from_bytes(raw)
+        except EntryFormatError as e:
+            return out, (f"{e}; run verify", n)
+        gap = chunk.gaps.get(i)
+        if gap is not None:
+            found: Mismatch | None = _unreplayable(
+                entry, Failure(gap[0], file=EVIDENCE, line=gap[1], seq=entry.seq))
+        else:
+            seen = chunk.seen.get(i)
+            found = _replay_line(entry, next(evidence), n,
+                                 _NOTHING_BEFORE if seen is None else _Seen.of(entry, *seen),
+                                 directories)
         if found is not None:
             out.append(found)
-    return out
+    return out, None
 
 
 def _replay_line(entry: Entry, raw: bytes, line: int, history: LogView,
@@ -230,6 +381,39 @@ def _unreplayable(entry: Entry, f: Failure) -> Mismatch:
                     f"cannot replay: {f.where()}: {f}")
 
 
+class _Stop:
+    """The first entry line that ends the replay, in file order.
+
+    A chunk's failure comes before any found while reading (every line handed
+    over was read before it), and chunks are collected in the order handed over.
+    """
+
+    def __init__(self) -> None:
+        self._chunk: Failure | None = None
+        self._here: Failure | None = None
+
+    def in_chunk(self, f: Failure) -> None:
+        if self._chunk is None:
+            self._chunk = f
+
+    def here(self, f: Failure) -> None:
+        self._here = f
+
+    @property
+    def first(self) -> Failure | None:
+        return self._chunk or self._here
+
+
+def _entry_failure(lines: LineReader, raw: bytes, otherwise: str) -> Failure:
+    """The failure of entry line ``raw`` found here: its form first, as a full parse
+    names it, else ``otherwise``."""
+    try:
+        Entry.from_bytes(raw)
+    except EntryFormatError as e:
+        return lines.fail(f"{e}; run verify")
+    return lines.fail(otherwise)
+
+
 def replay(directory: Path | str, *, registry_key: bytes | None = None,
            progress: Progress | None = None, jobs: int | None = None) -> list[Mismatch]:
     """Re-run every decision of an export; return the entries it does not reproduce.
@@ -241,8 +425,12 @@ def replay(directory: Path | str, *, registry_key: bytes | None = None,
     ``jobs`` worker processes (default: one per core) re-decide chunks of
     entries side by side: the signature checks and the policy dominate, and
     each entry needs of the entries before it only what the policy looks up
-    (the logged messages of its own message id and of the one it answers),
-    which this process, reading the export in order, hands over with it.
+    (the logged messages of its own message id and of the one it answers).
+    This process only reads: it takes the ids and those few fields of each
+    entry line without parsing it, keeps them by message id, and hands each
+    line over raw with the earlier entries it may look up. The workers parse
+    every line in full; the first line not of its form (or out of seq order)
+    in file order stops the replay, as if it had been read here.
 
     Raises:
         AuditError: the export has no evidence.jsonl; entries.jsonl or the registry
@@ -264,61 +452,92 @@ def replay(directory: Path | str, *, registry_key: bytes | None = None,
         # A small export is replayed here: starting processes would cost more.
         small = (d / ENTRIES).stat().st_size < 4 * CHUNK * 500
         jobs = 1 if small else os.cpu_count() or 1
-    history = _History()
     out: list[Mismatch] = []
     with contextlib.ExitStack() as stack:
         pool = None if jobs <= 1 else stack.enter_context(ProcessPoolExecutor(
             jobs, mp_context=multiprocessing.get_context("fork"), initializer=_worker_start,
             initargs=(d / REGISTRY, registry_key)))
         directories = Directories(_file_loader(d / REGISTRY), registry_key)
-        waiting: deque[Future[list[Mismatch]]] = deque()
-        chunk: list[_Work] = []
+        waiting: deque[Future[_Found]] = deque()
+        stop = _Stop()
 
-        def hand_over() -> None:
-            assert pool is not None
-            waiting.append(pool.submit(_replay_chunk, chunk.copy()))
-            chunk.clear()
+        def collect(found: _Found) -> None:
+            mismatches, failure = found
+            out.extend(mismatches)
+            if failure is not None:
+                message, line = failure
+                stop.in_chunk(Failure(message, file=ENTRIES, line=line, seq=line - 1))
+
+        def hand_over(chunk: _Chunk) -> None:
+            if pool is None:
+                collect(_replay_chunk(chunk, directories))
+                return
+            waiting.append(pool.submit(_replay_in_worker, chunk))
             while len(waiting) > _AHEAD * jobs or (waiting and waiting[0].done()):
-                out.extend(waiting.popleft().result())
+                collect(waiting.popleft().result())
 
         try:
             total = (d / ENTRIES).stat().st_size
             with open(d / ENTRIES, "rb") as entries, open(d / EVIDENCE, "rb") as ev_stream:
-                ev_lines = LineReader(ev_stream, EVIDENCE)
-                lines = LineReader(entries, ENTRIES, seq_lines=True)
-                for entry in read_entries(lines):
-                    n = lines.line
-                    if entry.seq != n - 1:
-                        raise lines.fail(f"seq {entry.seq}; run verify")
-                    try:
-                        raw = ev_lines.read()
-                        if raw is None:
-                            raise Failure("evidence.jsonl ends before entries.jsonl",
-                                          file=EVIDENCE, line=ev_lines.line + 1, seq=entry.seq)
-                    except Failure as f:
-                        out.append(_unreplayable(entry, f))
-                    else:
-                        if pool is None:
-                            found = _replay_line(entry, raw, ev_lines.line, history,
-                                                 directories)
-                            if found is not None:
-                                out.append(found)
-                        else:
-                            seen = {m: list(history.find(m))
-                                    for m in (entry.message_id, entry.in_reply_to) if m}
-                            chunk.append((entry, raw, ev_lines.line, seen))
-                            if len(chunk) >= CHUNK:
-                                hand_over()
-                    history.add(entry)
-                    if progress is not None and n % PROGRESS_EVERY == 0:
-                        progress(n, lines.bytes_read, total)
-                if chunk:
-                    hand_over()
+                _read(LineReader(entries, ENTRIES, seq_lines=True),
+                      LineReader(ev_stream, EVIDENCE), hand_over, stop, progress, total)
                 while waiting:
-                    out.extend(waiting.popleft().result())
+                    collect(waiting.popleft().result())
         except OSError as e:
             raise AuditError(f"{d}: cannot read the export ({e.strerror})") from e
-        except Failure as f:
+        if (f := stop.first) is not None:
             raise AuditError(f"{f.where()}: {f}") from f
     out.sort(key=lambda m: m.seq)
     return out
+
+
+def _read(lines: LineReader, ev_lines: LineReader, hand_over: Callable[[_Chunk], None],
+          stop: _Stop, progress: Progress | None, total: int) -> None:
+    """Read entries.jsonl and evidence.jsonl in step and hand the work over in chunks,
+    until the end or ``stop`` holds a failure (put there by a chunk, or here)."""
+    history = _History()
+    first = history.first
+    chunk = _Chunk(1)
+    while True:
+        try:
+            raw = lines.read()
+        except Failure as f:
+            stop.here(f)
+            break
+        if raw is None:
+            break
+        n = lines.line
+        ids = _ids(raw)
+        if ids is None:
+            stop.here(_entry_failure(lines, raw, "entry: not in canonical form; run verify"))
+            break
+        seq, message_id, profile, in_reply_to = ids
+        if seq != n - 1:
+            stop.here(_entry_failure(lines, raw, f"seq {seq}; run verify"))
+            break
+        i = len(chunk.entries)
+        chunk.entries.append(raw)
+        try:
+            ev = ev_lines.read()
+            if ev is None:
+                chunk.gaps[i] = ("evidence.jsonl ends before entries.jsonl", ev_lines.line + 1)
+            else:
+                chunk.evidence.append(ev)
+        except Failure as f:
+            chunk.gaps[i] = (str(f), ev_lines.line)
+        if message_id in first or in_reply_to in first:
+            chunk.seen[i] = (history.seen(message_id) if message_id in first else None,
+                             history.seen(in_reply_to) if in_reply_to in first else None)
+        if message_id is not None and not history.add(message_id, profile):
+            stop.here(_entry_failure(lines, raw, "entry: not in canonical form; run verify"))
+            break
+        if i + 1 >= CHUNK:
+            hand_over(chunk)
+            chunk = _Chunk(n + 1)
+            if stop.first is not None:
+                return
+        if progress is not None and n % PROGRESS_EVERY == 0:
+            progress(n, lines.bytes_read, total)
+    if chunk.entries:
+        # Lines before a failure found here may hold an earlier one.
+        hand_over(chunk)

@@ -78,6 +78,7 @@ from keys import (
 from keys.errors import DecryptionError, KeyFormatError
 from protocols import strict_json
 from protocols.directory import format_time, parse_time
+from protocols.header_grammar import CIPHER, header_values
 from protocols.model import (
     CONSENT_STATUSES,
     KINDS,
@@ -120,6 +121,7 @@ __all__ = [
     "open_payload",
     "parse_envelope",
     "parse_header",
+    "parse_header_json",
     "parse_notice",
     "verify_sender_signature",
 ]
@@ -130,7 +132,6 @@ MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 #: The sender's signature and at most 4 countersignatures (see the module docstring).
 MAX_SIGNATURES: Final = 5
 MAX_NOTICE_BYTES: Final = 16 * 1024
-CIPHER: Final = "x25519-xsalsa20poly1305-sealedbox"
 NOTICE_CONTEXT: Final = b"infoshare/notice/v1\n"
 SIGNATURE_BYTES: Final = 64
 NAME_MAX: Final = 40
@@ -353,6 +354,19 @@ def parse_header(header_bytes: bytes) -> Header:
 
     Raises:
         EnvelopeRefused: ``too_large`` over 16 KiB, otherwise ``malformed``.
+    """
+    if len(header_bytes) <= MAX_HEADER_BYTES and (
+            header := header_values(header_bytes)) is not None:
+        return header
+    return parse_header_json(header_bytes)
+
+
+def parse_header_json(header_bytes: bytes) -> Header:
+    """:func:`parse_header` through the JSON parser and every field check, without the
+    fast path of :mod:`protocols.header_grammar` (which only ever takes what this takes).
+
+    Raises:
+        EnvelopeRefused: as :func:`parse_header`.
     """
     if len(header_bytes) > MAX_HEADER_BYTES:
         raise EnvelopeRefused(Reason.TOO_LARGE, f"header: over {MAX_HEADER_BYTES} bytes")

@@ -44,9 +44,8 @@ _NAME: Final = r"[a-z0-9-]{1,40}"
 _NAME_FORM: Final = re.compile(r"[a-z0-9](?:-?[a-z0-9])*")
 _UUID4: Final = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 _HEX64: Final = r"[0-9a-f]{64}"
-# A number of at most 18 digits: a longer one is left to the full parser, which refuses
-# one past Python's limit on the digits of an int rather than raising ValueError.
-_INT: Final = r"0|[1-9][0-9]{0,17}"
+# Longer numbers are left to the full parser: Python converts at most 4,300 digits.
+_INT: Final = r"0|[1-9][0-9]{0,18}"
 # Text that canonical JSON writes as it is: printable ASCII but the quote and backslash.
 _PLAIN: Final = r'[\x20\x21\x23-\x5b\x5d-\x7e]{0,255}'
 _B64: Final = r"[A-Za-z0-9+/]"

@@ -122,26 +122,41 @@ def _audit_job(kind: str, d: str, key: str | None, out: Any) -> None:
     from keys import NoteVerifier
 
     start = time.monotonic()
+    cpu = time.process_time()
     if kind == "verify":
         ok = verify(Path(d), log_key=NoteVerifier.parse(key or "")).ok
     else:
         ok = replay(Path(d)) == []
     secs = time.monotonic() - start
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    out.put((ok, secs, peak_rss_mib(), workers))
+    cpu = time.process_time() - cpu
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out.put((ok, secs, peak_rss_mib(), children.ru_maxrss / 1024, cpu,
+             children.ru_utime + children.ru_stime))
 
 
-def audit_run(kind: str, d: Path, key: str | None = None) -> tuple[float, float, float]:
-    """``audit verify`` or ``replay`` of ``d`` in a new interpreter: seconds, and the peak
-    RSS in MiB of that process and of its largest worker process."""
+@dataclass
+class AuditRun:
+    """One ``audit verify`` or ``replay`` in a new interpreter: seconds, the peak RSS in
+    MiB of that process and of its largest worker process, and the CPU seconds of each
+    (the workers' together)."""
+
+    secs: float
+    rss: float
+    workers_rss: float
+    cpu: float
+    workers_cpu: float
+
+
+def audit_run(kind: str, d: Path, key: str | None = None) -> AuditRun:
+    """``audit verify`` or ``replay`` of ``d`` in a new interpreter (see :class:`AuditRun`)."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     p = ctx.Process(target=_audit_job, args=(kind, str(d), key, out))
     p.start()
-    ok, secs, rss, workers = out.get()
+    ok, *figures = out.get()
     p.join()
     assert ok, f"{kind} failed"
-    return secs, rss, workers
+    return AuditRun(*figures)
 
 
 # --- the world ---------------------------------------------------------------------------
@@ -494,10 +509,11 @@ def bench_audit_section(work: Path, entries: int, replay_entries: int) -> list[s
         mib = sum(p.stat().st_size for p in d.iterdir()) / 2**20
         base = bench_audit.baseline(d)
 
-        secs, rss, workers = audit_run("verify", d, signer.verifier.line())
+        v = audit_run("verify", d, signer.verifier.line())
         lines.append(f"verify {size:>10,} entries ({mib:,.0f} MiB, made in {made:.0f}s): "
-                     f"{size / secs:>9,.0f}/s  baseline {size / base:>9,.0f}/s  "
-                     f"ratio {base / secs:.2f}  peak RSS {rss:.0f} MiB (workers {workers:.0f})")
+                     f"{size / v.secs:>9,.0f}/s  baseline {size / base:>9,.0f}/s  "
+                     f"ratio {base / v.secs:.2f}  peak RSS {v.rss:.0f} MiB "
+                     f"(workers {v.workers_rss:.0f})")
         shutil.rmtree(d)
     small, _ = bench_audit.build_replay_export(work, replay_entries, signer)
     base = bench_audit.baseline(small)
@@ -505,10 +521,12 @@ def bench_audit_section(work: Path, entries: int, replay_entries: int) -> list[s
                     ) / replay_entries
     evidence = (small / "evidence.jsonl").stat().st_size / replay_entries
 
-    secs, rss, workers = audit_run("replay", small)
-    lines.append(f"replay {replay_entries:>10,} entries: {replay_entries / secs:>9,.0f}/s  "
-                 f"baseline {replay_entries / base:>9,.0f}/s  ratio {base / secs:.3f}  "
-                 f"peak RSS {rss:.0f} MiB (workers {workers:.0f})")
+    r = audit_run("replay", small)
+    lines.append(f"replay {replay_entries:>10,} entries: {replay_entries / r.secs:>9,.0f}/s  "
+                 f"baseline {replay_entries / base:>9,.0f}/s  ratio {base / r.secs:.3f}  "
+                 f"peak RSS {r.rss:.0f} MiB (workers {r.workers_rss:.0f}); CPU µs an entry: "
+                 f"replaying process {r.cpu / replay_entries * 1e6:.0f}, workers "
+                 f"{r.workers_cpu / replay_entries * 1e6:.0f}")
     lines.append(f"export size per entry: {per_entry:,.0f} bytes, of which evidence "
                  f"{evidence:,.0f} ({evidence / per_entry:.0%})")
     return lines

@@ -3,14 +3,13 @@
 Plain functions: ``draft(i)`` is a routed referral ``i`` and ``evidence(i)``
 its evidence; any field can change. ``UNREADABLE`` holds the fields of a body
 refused at check 1 (give ``header_sha256``, the body's hash, with it).
-``line_pairs()`` are lines of every shape, and ``damaged`` spoils one, for the
-tests that hold a fast path of reading lines to the full parser.
+``line_pairs()`` are lines of every shape, for the tests that hold a fast path
+of reading lines to the full parser.
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 from typing import Any
 
 from keys import b64encode
@@ -97,18 +96,3 @@ def line_pairs(first: int = 0) -> list[tuple[bytes, bytes]]:
         out.append((e.to_bytes(), line))
     return out
 
-
-def damaged(data: bytes, rng: random.Random) -> bytes:
-    """One byte changed, inserted or removed, or a piece of the line repeated."""
-    i = rng.randrange(len(data))
-    alphabet = b'"{}[],:0123456789abcdefz-/=+ACQ AZnultrue\\\x00\xc3'
-    match rng.randrange(4):
-        case 0:
-            return data[:i] + bytes([rng.choice(alphabet)]) + data[i + 1:]
-        case 1:
-            return data[:i] + bytes([rng.choice(alphabet)]) + data[i:]
-        case 2:
-            return data[:i] + data[i + 1:]
-        case _:
-            j = rng.randrange(i, min(len(data), i + 40) + 1)
-            return data[:j] + data[i:j] + data[j:]

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 from audit_export import Built, lines
-from log_factories import damaged, line_pairs, sha
+from damage import JSON_LINE_ALPHABET, damaged
+from log_factories import line_pairs, sha
 
 import audit.verify_chunks
 from audit.verify_chunks import ChunkResult, _check_chunk, _Chunk, check_line
@@ -156,6 +157,10 @@ def test_a_chunk_that_starts_inside_the_files(chunks: Chunks) -> None:
 # --- damaged lines ---------------------------------------------------------------------
 
 
+def _damaged(line: bytes, rng: random.Random) -> bytes:
+    return damaged(line, rng, JSON_LINE_ALPHABET)
+
+
 def _rebind(entry: bytes, old_evidence: bytes, new_evidence: bytes) -> bytes:
     """The entry bound to another evidence line, as one who holds the log key could."""
     return entry.replace(sha(old_evidence).encode(), sha(new_evidence).encode())
@@ -176,11 +181,11 @@ def test_lines_with_a_byte_changed_inserted_or_removed(chunks: Chunks, pairs: Pa
         e, v = pairs[k]
         match rng.randrange(3):
             case 0:
-                chunks.agree_lines(_with(pairs, k, entry=damaged(e, rng)))
+                chunks.agree_lines(_with(pairs, k, entry=_damaged(e, rng)))
             case 1:
-                chunks.agree_lines(_with(pairs, k, evidence=damaged(v, rng)))
+                chunks.agree_lines(_with(pairs, k, evidence=_damaged(v, rng)))
             case _:
-                spoilt = damaged(v, rng)
+                spoilt = _damaged(v, rng)
                 chunks.agree_lines(_with(pairs, k, entry=_rebind(e, v, spoilt),
                                          evidence=spoilt))
     assert chunks.outcomes["failed"] > 500 and chunks.outcomes["taken"] > 0
