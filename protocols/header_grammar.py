@@ -18,10 +18,10 @@ non-ASCII text is always left to the full parser.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from itertools import pairwise
-from typing import Final, TypeVar
+from typing import Final
 
+from protocols.grammar_parts import NAME, UUID4, bounded_put, names_ok, utc_time
 from protocols.model import (
     CONSENT_STATUSES,
     KINDS,
@@ -36,15 +36,13 @@ from protocols.model import (
 
 __all__ = ["CIPHER", "header_values"]
 
-V = TypeVar("V")
 
 CIPHER: Final = "x25519-xsalsa20poly1305-sealedbox"
 
-# A name of wire spec section 1 is at most 40 of these characters; where its hyphens
-# may stand is checked on the captured text, as in ``log_grammar``.
-_NAME: Final = r"[a-z0-9-]{1,40}"
-_NAME_FORM: Final = re.compile(r"[a-z0-9](?:-?[a-z0-9])*")
-_UUID4: Final = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+# Names are matched by their characters and length; where their hyphens stand is
+# checked on the captured text (``grammar_parts.names_ok``).
+_NAME: Final = NAME
+_UUID4: Final = UUID4
 
 _HEADER: Final = re.compile(
     rf'\{{"message_id":"({_UUID4})",'
@@ -69,44 +67,10 @@ _KIND_OF: Final[dict[str, Kind]] = {k: k for k in KINDS}
 _DATALESS: Final = frozenset({"declined", "receipt"})
 _STATUS_OF: Final[dict[str, ConsentStatus]] = {s: s for s in CONSENT_STATUSES}
 
-#: Values already read: a log's headers share a few dozen names, category lists and
-#: consents, and the headers of one second their time. Each is bounded, so that
-#: distinct values cannot grow it.
-_CACHE_MAX: Final = 4096
-_NAMES: set[str] = set()
-_TIMES: dict[str, datetime] = {}
+#: Values already read: a log's headers share a few category lists and consents.
+#: Each is bounded (``grammar_parts.bounded_put``), so distinct values cannot grow it.
 _CATEGORIES: dict[str, tuple[CategoryId, ...] | None] = {}
-_CONSENTS: dict[tuple[str, str], Consent | None] = {}
-
-
-def _name_ok(value: str) -> bool:
-    """A name, or an address of two, has its hyphens between characters."""
-    if value in _NAMES:
-        return True
-    if not all(_NAME_FORM.fullmatch(part) for part in value.split("/")):
-        return False
-    if len(_NAMES) >= _CACHE_MAX:
-        _NAMES.clear()
-    _NAMES.add(value)
-    return True
-
-
-def _remember(cache: dict[str, V], key: str, value: V) -> V:
-    if len(cache) >= _CACHE_MAX:
-        cache.clear()
-    cache[key] = value
-    return value
-
-
-def _time(text: str) -> datetime | None:
-    if (t := _TIMES.get(text)) is not None:
-        return t
-    try:
-        t = datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]),
-                     int(text[14:16]), int(text[17:19]), tzinfo=UTC)
-    except ValueError:
-        return None
-    return _remember(_TIMES, text, t)
+_CONSENTS: dict[str, Consent | None] = {}
 
 
 def _categories(text: str) -> tuple[CategoryId, ...] | None:
@@ -114,22 +78,19 @@ def _categories(text: str) -> tuple[CategoryId, ...] | None:
     if text in _CATEGORIES:
         return _CATEGORIES[text]
     names = [c[1:-1] for c in text.split(",")] if text else []
-    ok = all(_name_ok(c) for c in names) and all(a < b for a, b in pairwise(names))
-    return _remember(_CATEGORIES, text, tuple(CategoryId(c) for c in names) if ok else None)
+    ok = names_ok(*names) and all(a < b for a, b in pairwise(names))
+    return bounded_put(_CATEGORIES, text, tuple(CategoryId(c) for c in names) if ok else None)
 
 
 def _consent(status: str, ground: str) -> Consent | None:
     """The consent of ``status`` and ``ground`` (``null`` or a quoted name), or None."""
-    key = (status, ground)
+    key = f"{status} {ground}"
     if key in _CONSENTS:
         return _CONSENTS[key]
     value = None if ground == "null" else ground[1:-1]
-    ok = (status == "given") == (value is None) and (value is None or _name_ok(value))
+    ok = (status == "given") == (value is None) and names_ok(value)
     consent = Consent(_STATUS_OF[status], None if value is None else GroundId(value))
-    if len(_CONSENTS) >= _CACHE_MAX:
-        _CONSENTS.clear()
-    _CONSENTS[key] = consent if ok else None
-    return _CONSENTS[key]
+    return bounded_put(_CONSENTS, key, consent if ok else None)
 
 
 def header_values(data: bytes) -> Header | None:
@@ -147,11 +108,10 @@ def header_values(data: bytes) -> Header | None:
         return None
     (message_id, kind, protocol, purpose, sender, recipient, created, in_reply_to, status,
      ground, informed, categories, recipient_key, sha256, length) = m.groups()
-    if not (_name_ok(protocol) and _name_ok(purpose) and _name_ok(sender)
-            and _name_ok(recipient)):
+    if not names_ok(protocol, purpose, sender, recipient):
         return None
     cats = _categories(categories)
-    created_at = _time(created)
+    created_at = utc_time(created)
     if cats is None or created_at is None:
         return None
     if kind in _DATALESS:

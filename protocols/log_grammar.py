@@ -27,22 +27,20 @@ from __future__ import annotations
 import binascii
 import operator
 import re
-from datetime import datetime
 from itertools import pairwise
 from typing import Any, Final
 
 from protocols.envelope import MAX_HEADER_BYTES, MAX_SIGNATURES
+from protocols.grammar_parts import CACHE_MAX, NAME, UUID4, names_ok, one_of, utc_time
 from protocols.model import CONSENT_STATUSES, KINDS
 from protocols.reasons import Reason
 
 __all__ = ["ENTRY", "EVIDENCE", "entry_ok", "entry_values", "evidence_header", "evidence_values"]
 
-# The characters of a name of wire spec section 1 and its length; where its hyphens
-# may stand is checked on the captured text (:func:`_names_ok`), which a character
-# class matches many times faster than the name's own pattern.
-_NAME: Final = r"[a-z0-9-]{1,40}"
-_NAME_FORM: Final = re.compile(r"[a-z0-9](?:-?[a-z0-9])*")
-_UUID4: Final = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+# Names are matched by their characters and length; where their hyphens stand is
+# checked on the captured text (``grammar_parts.names_ok``).
+_NAME: Final = NAME
+_UUID4: Final = UUID4
 _HEX64: Final = r"[0-9a-f]{64}"
 # Longer numbers are left to the full parser: Python converts at most 4,300 digits.
 _INT: Final = r"0|[1-9][0-9]{0,18}"
@@ -56,23 +54,19 @@ _BASE64: Final = r'[^"]*'
 _SIG64: Final = rf'\{{"key":"[0-9a-f]{{32}}","sig":"{_B64}{{85}}[AQgw]=="\}}'
 
 
-def _one_of(values: Any) -> str:
-    return "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
-
-
 ENTRY: Final = re.compile(
     rf'\{{"seq":({_INT}),'
     r'"at":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)",'
     rf'"message_id":(?:null|"({_UUID4})"),'
-    rf'"kind":(?:null|"({_one_of(KINDS)})"),'
+    rf'"kind":(?:null|"({one_of(KINDS)})"),'
     r'"decision":"(routed|refused)",'
-    rf'"reason":(?:null|"({_one_of(r.value for r in Reason)})"),'
+    rf'"reason":(?:null|"({one_of(r.value for r in Reason)})"),'
     rf'"protocol":(?:null|"({_NAME})"),'
     rf'"purpose":(?:null|"({_NAME})"),'
     rf'"sender":(?:null|"({_NAME}/{_NAME})"),'
     rf'"recipient":(?:null|"({_NAME}/{_NAME})"),'
     rf'"in_reply_to":(?:null|"({_UUID4})"),'
-    rf'"consent":(?:null|\{{"status":"({_one_of(CONSENT_STATUSES)})",'
+    rf'"consent":(?:null|\{{"status":"({one_of(CONSENT_STATUSES)})",'
     rf'"ground":(null|"{_NAME}")\}}),'
     r'"subject_informed":(null|true|false),'
     rf'"data_categories":(?:null|\[((?:"{_NAME}"(?:,"{_NAME}")*)?)\]),'
@@ -92,39 +86,6 @@ _SIG_PARTS: Final = re.compile(r'"key":"([0-9a-f]{32})","sig":"([^"]*)"')
 
 _UNREADABLE: Final = frozenset(
     {Reason.MALFORMED.value, Reason.TOO_LARGE.value, Reason.UNSUPPORTED_VERSION.value})
-#: Times and names already found good: entries of one second share their time, and
-#: a log holds a few dozen names. Bounded, so distinct values cannot grow it.
-_SEEN: set[str] = set()
-_SEEN_MAX: Final = 4096
-
-
-def _seen(value: str) -> None:
-    if len(_SEEN) >= _SEEN_MAX:
-        _SEEN.clear()
-    _SEEN.add(value)
-
-
-def _calendar_time(at: str) -> bool:
-    if at in _SEEN:
-        return True
-    try:
-        datetime(int(at[0:4]), int(at[5:7]), int(at[8:10]), int(at[11:13]), int(at[14:16]),
-                 int(at[17:19]))
-    except ValueError:
-        return False
-    _seen(at)
-    return True
-
-
-def _names_ok(*values: str | None) -> bool:
-    """Each value (a name, or an address of two) has its hyphens between characters."""
-    for value in values:
-        if value is None or value in _SEEN:
-            continue
-        if not all(_NAME_FORM.fullmatch(part) for part in value.split("/")):
-            return False
-        _seen(value)
-    return True
 
 
 def _canonical_base64(text: str) -> bytes | None:
@@ -155,7 +116,7 @@ def entry_ok(groups: tuple[str | None, ...]) -> bool:
     """
     (_, at, message_id, _, _, _, _, _, _, _, in_reply_to, _, _, _, _, _, payload_sha256,
      _, _, _) = groups
-    if not _calendar_time(at):  # type: ignore[arg-type]  # the pattern's group is never None
+    if utc_time(at) is None:  # type: ignore[arg-type]  # the pattern's group is never None
         return False
     shape = _SHAPE(groups)
     unreadable = _SHAPES.get(shape)
@@ -163,7 +124,7 @@ def entry_ok(groups: tuple[str | None, ...]) -> bool:
         unreadable = _shape_unreadable(*shape)
         if unreadable is None:
             return False
-        if len(_SHAPES) >= _SEEN_MAX:
+        if len(_SHAPES) >= CACHE_MAX:
             _SHAPES.clear()
         _SHAPES[shape] = unreadable
     if unreadable:
@@ -190,7 +151,7 @@ def _shape_unreadable(kind: str | None, decision: str, reason: str | None,
     cats = _categories(categories)
     if cats is not None and len(cats) > 1 and any(a >= b for a, b in pairwise(cats)):
         return None
-    if not _names_ok(protocol, purpose, sender, recipient, _ground(ground), *(cats or ())):
+    if not names_ok(protocol, purpose, sender, recipient, _ground(ground), *(cats or ())):
         return None
     named = (kind, protocol, purpose, sender, recipient)
     if decision == "refused" and reason in _UNREADABLE:
